@@ -98,7 +98,16 @@ func (d Digest) RawHash() []byte { return d.hash[:d.Function().HashSize()] }
 func (d Digest) Size() int64 { return d.size }
 
 // IsEmpty reports whether d is the digest of the empty blob.
-func (d Digest) IsEmpty() bool { return d.size == 0 && d == Empty(d.Function()) }
+func (d Digest) IsEmpty() bool { return d.size == 0 && d == empties[d.fn] }
+
+// empties holds the empty-blob digest of each supported function.
+var empties = func() map[repb.DigestFunction_Value]Digest {
+	m := make(map[repb.DigestFunction_Value]Digest, len(supported))
+	for v, f := range supported {
+		m[v] = FromBytes(f, nil)
+	}
+	return m
+}()
 
 // Proto returns the wire form.
 func (d Digest) Proto() *repb.Digest {
