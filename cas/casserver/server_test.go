@@ -494,3 +494,40 @@ func recvAll(stream repb.ContentAddressableStorage_GetTreeClient, err error) (in
 		n += len(resp.GetDirectories())
 	}
 }
+
+// TestConcurrentWritesOfOneBlob has many clients upload the same blob at
+// once, through ByteStream (same and different upload ids) and batches.
+func TestConcurrentWritesOfOneBlob(t *testing.T) {
+	e := newEnv(t)
+	data := randomBytes(t, 700000)
+	d := blob(data)
+	errs := make(chan error, 24)
+	for i := 0; i < 24; i++ {
+		go func() {
+			switch i % 3 {
+			case 0:
+				_, err := write(t, e.bs, writeName("", d), data, 0, true)
+				errs <- err
+			case 1:
+				r := digest.Resource{UploadID: strings.Repeat("u", i), Digest: digest.MustNew(digest.SHA256, d.Hash, d.SizeBytes)}
+				_, err := write(t, e.bs, r.WriteName(), data, 0, true)
+				errs <- err
+			default:
+				resp, err := e.cas.BatchUpdateBlobs(context.Background(), &repb.BatchUpdateBlobsRequest{Requests: []*repb.BatchUpdateBlobsRequest_Request{{Digest: d, Data: data}}})
+				if err == nil && resp.GetResponses()[0].GetStatus().GetCode() != 0 {
+					err = status.ErrorProto(resp.GetResponses()[0].GetStatus())
+				}
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < 24; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	got, err := readAll(t, e.bs, &bspb.ReadRequest{ResourceName: readName("", d)})
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+}
