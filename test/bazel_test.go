@@ -73,8 +73,23 @@ func TestBazelRemoteCache(t *testing.T) {
 				n, kind, second.Line)
 		}
 	}
+	ran := first.Total - first.ByKind["internal"]
+	if hits := second.ByKind["remote cache hit"]; hits != ran {
+		t.Errorf("second run had %d remote cache hits, want %d (the non-internal processes of the first run: %s)",
+			hits, ran, first.Line)
+	}
 	if t.Failed() {
 		t.Logf("bazel output of the second run:\n%s", out)
+	}
+
+	// The binary of the second run was downloaded from kiln; it must still work.
+	hello := filepath.Join(b.workspace, "bazel-bin", "greet", "hello")
+	got, err := exec.Command(hello).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", hello, err, got)
+	}
+	if want := "Hello, kiln!\n"; string(got) != want {
+		t.Errorf("%s printed %q, want %q", hello, got, want)
 	}
 }
 
