@@ -55,23 +55,16 @@ fmt:
 		echo "gofmt -w (install gofumpt for the stricter style)"; gofmt -w $(GOFILES); \
 	fi
 
-# There are no api/*.proto files yet. Once there are, this generates the Go code next to
-# them with protoc (Debian's protobuf-compiler) and the Go plugins, which it builds into
-# bin/ at the versions go.mod pins.
-# TODO: protoc-gen-go-grpc lives in its own module (google.golang.org/grpc/cmd/protoc-gen-go-grpc);
-# add it to go.mod (a tools import) with the first service, so its version is pinned too.
-PROTOS = $(wildcard api/*.proto)
+# Regenerates the Go code of api/*/*.proto with protoc (Debian's protobuf-compiler) and
+# the Go plugins at the versions go.mod pins (its tool directive).
+PROTOS = $(wildcard api/*/*.proto)
 proto:
-ifeq ($(strip $(PROTOS)),)
-	@echo "make proto: no api/*.proto files yet, nothing to generate"
-else
 	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	protoc -I api -I third_party \
+	protoc -I api \
 		--plugin=protoc-gen-go=bin/protoc-gen-go --go_out=api --go_opt=paths=source_relative \
 		--plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc --go-grpc_out=api --go-grpc_opt=paths=source_relative \
 		$(PROTOS)
-endif
 
 clean:
 	rm -rf bin
