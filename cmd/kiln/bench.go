@@ -14,7 +14,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Generate load against a REAPI server and measure it",
 	}
-	cmd.AddCommand(newBenchCASCmd())
+	cmd.AddCommand(newBenchCASCmd(), newBenchExecCmd())
 	return cmd
 }
 
@@ -57,6 +57,54 @@ KB, MB and GB decimal.`,
 	f.IntVar(&cfg.ActionCount, "actions", cfg.ActionCount, "number of synthetic actions for the action cache phases; 0 skips them")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the blob sizes and content (a random run id is mixed into the content)")
 	f.BoolVar(&cfg.VerifyReads, "verify-reads", cfg.VerifyReads, "compare BatchReadBlobs data and SHA-256 ByteStream reads (client hashing counts in ByteStream.Read times)")
+	f.BoolVar(&cfg.JSON, "json", cfg.JSON, "print a JSON summary instead of the report")
+	_ = cmd.MarkFlagRequired("server") // cannot fail: the flag exists
+	return cmd
+}
+
+func newBenchExecCmd() *cobra.Command {
+	cfg := bench.DefaultExecConfig("")
+	cmd := &cobra.Command{
+		Use:   "exec --server ADDR",
+		Short: "Benchmark remote execution on a REAPI server",
+		Long: `Benchmark remote execution on any REAPI v2 server.
+
+Before timing, the benchmark builds --actions actions, each with its own
+input file in.txt (content unique to this run, so no action can be an action
+cache hit) and the command
+
+    /bin/sh -c 'cat in.txt > out.txt'
+
+with PATH=/usr/bin:/bin, the --platform properties and a timeout of 60s
+(plus --sleep). It uploads everything with FindMissingBlobs and
+BatchUpdateBlobs. Then it calls Execute for every action, --concurrency at a
+time, reads each Operation stream until the operation is done, and checks
+that the status is OK, the exit code 0, and that out.txt has the digest of
+in.txt.
+
+It prints actions/s over the timed part, the number of cached results
+(expected 0), how many commands ran at once on average, and the p50, p99 and
+maximum of: total (the Execute call until the final Operation, measured
+here), command (execution_start..completed in the result's metadata),
+overhead (total minus command), queued (queued..worker_start), worker
+(worker_start..completed), input fetch and output upload. All but total come
+from the server's and workers' clocks.
+
+--sleep D makes every command sleep D first (sleep(1) must accept fractions
+of a second for D below 1s): with S execution slots a run then takes about
+actions*D/S, which shows how many actions the server runs at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.RunExec(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Server, "server", "", "REAPI server: grpc://host:port or host:port (required)")
+	f.StringVar(&cfg.Instance, "instance", cfg.Instance, "REAPI instance name")
+	f.IntVar(&cfg.Actions, "actions", cfg.Actions, "number of actions to execute, each once")
+	f.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "Execute calls in flight")
+	f.DurationVar(&cfg.Sleep, "sleep", cfg.Sleep, "make every command sleep this long first, to show how many run at once")
+	f.StringArrayVar(&cfg.Platform, "platform", nil, "platform property name=value of every action; repeat for more")
 	f.BoolVar(&cfg.JSON, "json", cfg.JSON, "print a JSON summary instead of the report")
 	_ = cmd.MarkFlagRequired("server") // cannot fail: the flag exists
 	return cmd
