@@ -1,0 +1,324 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kiln-build/kiln/api/workerpb"
+	"github.com/kiln-build/kiln/cas/casclient"
+	"github.com/kiln-build/kiln/cas/digest"
+	"github.com/kiln-build/kiln/internal/rpcstatus"
+	"github.com/kiln-build/kiln/worker/runner"
+)
+
+// errorResponse is the response of an action that failed before it ran.
+func errorResponse(err error) *repb.ExecuteResponse {
+	return &repb.ExecuteResponse{Status: status.Convert(err).Proto()}
+}
+
+// complete reports a lease's outcome. A send error means the session is
+// ending; the server then requeues the lease, so it is only logged.
+func (w *worker) complete(s *session, lease string, resp *repb.ExecuteResponse) {
+	data, err := proto.Marshal(resp)
+	if err != nil {
+		data, _ = proto.Marshal(errorResponse(status.Errorf(codes.Internal, "worker: encode response: %v", err)))
+	}
+	if err := s.send(&workerpb.WorkerMessage{Kind: &workerpb.WorkerMessage_LeaseUpdate{LeaseUpdate: &workerpb.LeaseUpdate{
+		LeaseId: lease, Stage: workerpb.LeaseUpdate_COMPLETED, ExecuteResponse: data,
+	}}}); err != nil {
+		w.log.Debug("could not report a lease", "lease", lease, "err", err)
+	}
+}
+
+// assignment is an Assignment after validation.
+type assignment struct {
+	fn           digest.Function
+	actionDigest digest.Digest
+	action       *repb.Action
+	command      *repb.Command
+	inputRoot    digest.Digest
+}
+
+// parseAssignment checks that the Action and Command bytes hash to the
+// digests that name them, and parses them. Any mismatch is InvalidArgument.
+func parseAssignment(a *workerpb.Assignment) (*assignment, error) {
+	fn, err := digest.FunctionFromEnum(repb.DigestFunction_Value(a.GetDigestFunction()))
+	if err != nil {
+		return nil, err
+	}
+	adpb := &repb.Digest{}
+	if err := proto.Unmarshal(a.GetActionDigest(), adpb); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "action digest does not parse: %v", err)
+	}
+	p := &assignment{fn: fn, action: &repb.Action{}, command: &repb.Command{}}
+	if p.actionDigest, err = digest.FromProto(fn, adpb); err != nil {
+		return nil, rpcstatus.Wrap(err, "action digest")
+	}
+	if got := digest.FromBytes(fn, a.GetAction()); got != p.actionDigest {
+		return nil, status.Errorf(codes.InvalidArgument, "action %s: the bytes sent hash to %s", p.actionDigest, got)
+	}
+	if err := proto.Unmarshal(a.GetAction(), p.action); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "action %s does not parse: %v", p.actionDigest, err)
+	}
+	cd, err := digest.FromProto(fn, p.action.GetCommandDigest())
+	if err != nil {
+		return nil, rpcstatus.Wrapf(err, "action %s: command_digest", p.actionDigest)
+	}
+	if got := digest.FromBytes(fn, a.GetCommand()); got != cd {
+		return nil, status.Errorf(codes.InvalidArgument, "command %s: the bytes sent hash to %s", cd, got)
+	}
+	if err := proto.Unmarshal(a.GetCommand(), p.command); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "command %s does not parse: %v", cd, err)
+	}
+	if p.inputRoot, err = digest.FromProto(fn, p.action.GetInputRootDigest()); err != nil {
+		return nil, rpcstatus.Wrapf(err, "action %s: input_root_digest", p.actionDigest)
+	}
+	if err := validateCommand(p.command); err != nil {
+		return nil, rpcstatus.Wrapf(err, "command %s", cd)
+	}
+	return p, nil
+}
+
+// validateCommand checks the paths the worker turns into host paths. The
+// server checked them too; the worker does not rely on it.
+func validateCommand(c *repb.Command) error {
+	if len(c.GetArguments()) == 0 {
+		return status.Error(codes.InvalidArgument, "arguments are empty")
+	}
+	if wd := c.GetWorkingDirectory(); wd != "" {
+		if err := validateRelPath(wd); err != nil {
+			return rpcstatus.Wrap(err, "working_directory")
+		}
+	}
+	for _, list := range []struct {
+		name    string
+		paths   []string
+		emptyOK bool
+	}{
+		{"output_paths", c.GetOutputPaths(), true},
+		{"output_files", c.GetOutputFiles(), false},
+		{"output_directories", c.GetOutputDirectories(), true},
+	} {
+		for _, p := range list.paths {
+			if p == "" && list.emptyOK {
+				continue // the working directory itself
+			}
+			if err := validateRelPath(p); err != nil {
+				return rpcstatus.Wrap(err, list.name)
+			}
+		}
+	}
+	return nil
+}
+
+// validateRelPath accepts a relative slash-separated path without empty,
+// "." or ".." segments.
+func validateRelPath(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) {
+		return status.Errorf(codes.InvalidArgument, "path %q is not a relative path", p)
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return status.Errorf(codes.InvalidArgument, "path %q has a %q segment", p, seg)
+		}
+	}
+	return nil
+}
+
+// timeout returns the action's timeout: its own, else the default, capped
+// at the maximum. 0 means none.
+func (w *worker) timeout(a *repb.Action) (time.Duration, error) {
+	t := w.cfg.DefaultTimeout
+	if pb := a.GetTimeout(); pb != nil {
+		if err := pb.CheckValid(); err != nil || pb.AsDuration() < 0 {
+			return 0, status.Errorf(codes.InvalidArgument, "action timeout %v is not a valid duration", pb)
+		}
+		if d := pb.AsDuration(); d > 0 {
+			t = d
+		}
+	}
+	if w.cfg.MaxTimeout > 0 && (t == 0 || t > w.cfg.MaxTimeout) {
+		t = w.cfg.MaxTimeout
+	}
+	return t, nil
+}
+
+// buildDirName turns a lease id into a safe directory name, prefixed with a
+// sequence number that makes it unique.
+func (w *worker) buildDirName(lease string) string {
+	b := []byte(lease)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return fmt.Sprintf("%d-%s", w.buildSeq.Add(1), b)
+}
+
+// execute runs one lease and returns its response, plus a cleanup that
+// removes the build directory (run it after reporting).
+func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment) (*repb.ExecuteResponse, func()) {
+	md := &repb.ExecutedActionMetadata{Worker: w.cfg.Name, WorkerStartTimestamp: timestamppb.Now()}
+	if q := a.GetQueuedUnixNanos(); q > 0 {
+		md.QueuedTimestamp = timestamppb.New(time.Unix(0, q))
+	}
+	log := w.log.With("lease", a.GetLeaseId())
+	if err := s.send(&workerpb.WorkerMessage{Kind: &workerpb.WorkerMessage_LeaseUpdate{LeaseUpdate: &workerpb.LeaseUpdate{
+		LeaseId: a.GetLeaseId(), Stage: workerpb.LeaseUpdate_EXECUTING,
+	}}}); err != nil {
+		log.Debug("could not report a lease as executing", "err", err)
+	}
+	noCleanup := func() {}
+	p, err := parseAssignment(a)
+	if err != nil {
+		log.Warn("bad assignment", "err", err)
+		return errorResponse(err), noCleanup
+	}
+	log = log.With("action", p.actionDigest.String())
+	dir := filepath.Join(w.buildDir, w.buildDirName(a.GetLeaseId()))
+	cleanup := func() {
+		if err := removeTree(dir); err != nil {
+			log.Error("could not remove a build directory", "dir", dir, "err", err)
+		}
+	}
+	resp, err := w.run(ctx, p, a.GetInstanceName(), dir, md)
+	if err != nil {
+		resp = errorResponse(err)
+	}
+	md.WorkerCompletedTimestamp = timestamppb.Now()
+	if resp.GetResult() != nil {
+		log.Info("action done", "exit_code", resp.GetResult().GetExitCode(), "status", codes.Code(resp.GetStatus().GetCode()).String(),
+			"run_time", md.GetExecutionCompletedTimestamp().AsTime().Sub(md.GetExecutionStartTimestamp().AsTime()))
+	} else {
+		log.Info("action failed", "status", status.ErrorProto(resp.GetStatus()))
+	}
+	return resp, cleanup
+}
+
+// run does the work of one action in the build directory dir. An error
+// means no result (the command did not run, or its outputs could not be
+// stored); otherwise the response holds the result and, for a timeout or a
+// faulty output, a status.
+func (w *worker) run(ctx context.Context, p *assignment, instance, dir string, md *repb.ExecutedActionMetadata) (*repb.ExecuteResponse, error) {
+	timeout, err := w.timeout(p.action)
+	if err != nil {
+		return nil, err
+	}
+	cl := casclient.New(w.cfg.Conn, instance, p.fn, w.maxBatch.Load())
+	root := filepath.Join(dir, "root")
+	if err := mkdirs(dir, root); err != nil {
+		return nil, err
+	}
+
+	md.InputFetchStartTimestamp = timestamppb.Now()
+	tree, err := fetchInputTree(ctx, cl, p.inputRoot)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.materialize(ctx, cl, tree, root); err != nil {
+		return nil, err
+	}
+	cmd := p.command
+	wd := cmd.GetWorkingDirectory()
+	wdHost, err := mkdirInRoot(root, wd)
+	if err != nil {
+		return nil, rpcstatus.Wrap(err, "working directory")
+	}
+	// Directories leading up to the outputs are created before the run.
+	for _, list := range [][]string{cmd.GetOutputPaths(), cmd.GetOutputFiles(), cmd.GetOutputDirectories()} {
+		for _, o := range list {
+			if o == "" {
+				continue
+			}
+			if _, err := mkdirInRoot(root, parentOf(path.Join(wd, o))); err != nil {
+				return nil, rpcstatus.Wrapf(err, "output %q", o)
+			}
+		}
+	}
+	md.InputFetchCompletedTimestamp = timestamppb.Now()
+
+	env := make([]string, len(cmd.GetEnvironmentVariables()))
+	for i, v := range cmd.GetEnvironmentVariables() {
+		env[i] = v.GetName() + "=" + v.GetValue()
+	}
+	platform := p.action.GetPlatform()
+	if platform == nil {
+		platform = cmd.GetPlatform()
+	}
+	req := runner.Request{
+		Args:       cmd.GetArguments(),
+		Env:        env,
+		Dir:        wdHost,
+		BuildDir:   root,
+		StdoutPath: filepath.Join(dir, "stdout"),
+		StderrPath: filepath.Join(dir, "stderr"),
+		Timeout:    timeout,
+		Platform:   platform.GetProperties(),
+	}
+	res, err := w.cfg.Runner.Run(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	md.ExecutionStartTimestamp = timestamppb.New(res.Started)
+	md.ExecutionCompletedTimestamp = timestamppb.New(res.Finished)
+
+	md.OutputUploadStartTimestamp = timestamppb.Now()
+	result := &repb.ActionResult{ExitCode: int32(res.ExitCode), ExecutionMetadata: md}
+	out := &outputs{fn: p.fn, root: root, wd: wd, format: cmd.GetOutputDirectoryFormat(), result: result}
+	for _, std := range []struct {
+		path string
+		set  func(*repb.Digest)
+	}{
+		{req.StdoutPath, func(d *repb.Digest) { result.StdoutDigest = d }},
+		{req.StderrPath, func(d *repb.Digest) { result.StderrDigest = d }},
+	} {
+		d, err := casclient.DigestFile(p.fn, std.path)
+		if err != nil {
+			return nil, err
+		}
+		std.set(d.Proto())
+		out.blobs = append(out.blobs, casclient.Blob{Digest: d, Path: std.path})
+	}
+	// A timed-out action's outputs are collected too: whatever it wrote
+	// may help the user see how far it got.
+	if err := out.collect(cmd); err != nil {
+		return nil, err
+	}
+	if err := cl.UploadMissing(ctx, out.blobs); err != nil {
+		return nil, rpcstatus.Wrap(err, "upload outputs")
+	}
+	md.OutputUploadCompletedTimestamp = timestamppb.Now()
+
+	resp := &repb.ExecuteResponse{Result: result}
+	switch {
+	case res.TimedOut:
+		resp.Status = status.Newf(codes.DeadlineExceeded, "action %s timed out after %v", p.actionDigest, timeout).Proto()
+	case out.problem != nil:
+		resp.Status = status.Convert(out.problem).Proto()
+	}
+	return resp, nil
+}
+
+// mkdirs creates each directory; its parent must exist.
+func mkdirs(dirs ...string) error {
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return status.Errorf(codes.Internal, "build directory: %v", err)
+		}
+	}
+	return nil
+}
