@@ -87,6 +87,7 @@ const smallBlobMax = 1 << 20
 type Store struct {
 	dir     string
 	log     *slog.Logger
+	fns     []digest.Function                    // the supported functions
 	fnDirs  map[repb.DigestFunction_Value]string // "DIR/sha256/"
 	lockFD  int
 	tmpSeq  atomic.Uint64 // names temporary files
@@ -147,7 +148,8 @@ func newStore(dir string, opts []Option) *Store {
 		unlinking: make(map[digest.Digest]struct{}),
 	}
 	s.unlinked.L = &s.mu
-	for _, f := range functions() {
+	s.fns = functions()
+	for _, f := range s.fns {
 		s.fnDirs[f.Enum()] = filepath.Join(dir, f.Name()) + "/"
 	}
 	for _, o := range opts {

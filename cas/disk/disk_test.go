@@ -585,3 +585,104 @@ func indexOf(ds []digest.Digest, d digest.Digest) int {
 type cancelReader func()
 
 func (c cancelReader) Read([]byte) (int, error) { c(); return 0, io.EOF }
+
+func TestStartupReadsOnlyCanonicalNames(t *testing.T) {
+	// The index is rebuilt from names alone, so New accepts exactly the names
+	// Put makes, and leaves anything else alone.
+	d, _ := storetest.Blob(1, 5)
+	h := d.Hash()
+	tests := []struct {
+		name    string // file name in d's shard
+		indexed bool
+	}{
+		// Content length equal to the size.
+		{h + "-5", true},
+		// Action-cache entry with its own content length.
+		{h + "-5-17", true},
+		// The third field repeating the size is not canonical.
+		{h + "-5-5", false},
+		// Uppercase hex.
+		{strings.ToUpper(h) + "-5", false},
+		// Leading zero in the size.
+		{h + "-05", false},
+		// Negative size.
+		{h + "--5", false},
+		// Hash one digit short.
+		{h[1:] + "-5", false},
+		// No size.
+		{h, false},
+		// Trailing garbage.
+		{h + "-5-17-1", false},
+		// Not even hex.
+		{"zz" + h[2:] + "-5", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "sha256", h[:2], tc.name)
+			os.MkdirAll(filepath.Dir(path), 0o755)
+			write(t, path, trailer(nil))
+			s := open(t, dir, 1<<20)
+			missing, _ := s.FindMissing(context.Background(), []digest.Digest{d})
+			if indexed := len(missing) == 0; indexed != tc.indexed {
+				t.Fatalf("indexed = %v, want %v", indexed, tc.indexed)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Fatalf("New touched the file: %v", err)
+			}
+		})
+	}
+}
+
+func TestSnapshotReconciledWithDirectory(t *testing.T) {
+	// Between Close and New: blob 1's file vanishes, an unknown blob appears,
+	// and an action-cache entry gets content of another length.
+	ctx := context.Background()
+	var ds []digest.Digest
+	ac, _ := storetest.Blob(99, 10)
+	extra, extraData := storetest.Blob(50, 1000)
+	newResult := []byte("a longer, newer result")
+	setup := func(t *testing.T) *disk.Store {
+		dir := t.TempDir()
+		s := open(t, dir, 5*blockSize)
+		ds = nil
+		for i := 0; i < 4; i++ {
+			d, data := storetest.Blob(i, 1000)
+			ds = append(ds, d)
+			storetest.PutBytes(t, s, d, data)
+		}
+		storetest.PutBytes(t, s, ac, []byte("old result"))
+		// Order, oldest first: 0 1 2 3 ac.
+		s.Close()
+		os.Remove(blobPath(dir, ds[1], 1000))
+		os.MkdirAll(filepath.Dir(blobPath(dir, extra, 1000)), 0o755)
+		write(t, blobPath(dir, extra, 1000), append(bytes.Clone(extraData), trailer(extraData)...))
+		os.Remove(blobPath(dir, ac, len("old result")))
+		write(t, blobPath(dir, ac, len(newResult)), append(bytes.Clone(newResult), trailer(newResult)...))
+		return open(t, dir, 5*blockSize)
+	}
+
+	t.Run("Content", func(t *testing.T) {
+		// The directory wins: 1 is gone, the others read back as on disk.
+		s := setup(t)
+		storetest.RequireMissing(t, s, []digest.Digest{ds[1]}, []digest.Digest{ds[1]})
+		storetest.RequireContent(t, s, extra, extraData)
+		storetest.RequireContent(t, s, ac, newResult)
+		mustRead(t, s, ds[3])
+	})
+
+	t.Run("Order", func(t *testing.T) {
+		// Blobs unknown to the snapshot (extra, and ac with its new length)
+		// are the least recently used; the rest keep the snapshot's order.
+		s := setup(t)
+		for i := 10; i < 13; i++ {
+			d, data := storetest.Blob(i, 1000)
+			storetest.PutBytes(t, s, d, data)
+		}
+		// Three blobs in, three out: extra, ac, then 0.
+		missing, _ := s.FindMissing(ctx, []digest.Digest{extra, ac, ds[0], ds[2], ds[3]})
+		if want := []digest.Digest{extra, ac, ds[0]}; fmt.Sprint(missing) != fmt.Sprint(want) {
+			t.Fatalf("missing after eviction = %v, want %v", missing, want)
+		}
+	})
+}

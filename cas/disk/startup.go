@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/kiln-build/kiln/cas/digest"
@@ -32,10 +33,14 @@ type record struct {
 // files left by a crash, and rebuilds the index from the directory listings
 // alone: names carry sizes, so no file is opened or stat'ed. Shards are
 // listed in parallel. If Close left a snapshot of the recency order, New
-// applies it (blobs missing from it count as least recently used) and deletes
-// it; without one, the initial order is arbitrary. If the files exceed
-// maxBytes (the limit was lowered), the excess is evicted.
+// restores that order (blobs missing from it count as least recently used)
+// and deletes it; without one, the initial order is arbitrary. If the files
+// exceed maxBytes (the limit was lowered), the excess is evicted.
+//
+// New logs one line at Info level with the number of blobs and the time
+// taken.
 func New(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Store, error) {
+	start := time.Now()
 	s := newStore(dir, opts)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fsError(err, "disk store")
@@ -49,40 +54,71 @@ func New(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Stor
 			syscall.Close(s.lockFD)
 		}
 	}()
-	snapshot := s.readSnapshot()
+
+	// The snapshot is read while the shards are listed.
+	var snapshot []record
+	snapshotRead := make(chan struct{})
+	go func() {
+		defer close(snapshotRead)
+		snapshot = s.readSnapshot()
+	}()
 	shards, err := s.scan(ctx)
+	<-snapshotRead
 	if err != nil {
 		return nil, err
 	}
+	if snapshot != nil {
+		// Each shard becomes the blobs missing from the snapshot, and the
+		// snapshot keeps only the blobs found on disk.
+		snapshot, err = s.reconcile(ctx, shards, snapshot)
+		if err != nil {
+			return nil, err
+		}
+	}
 
-	total := 0
+	// Insert oldest first: blobs unknown to the snapshot, then the
+	// snapshot's order. Every key is new here (reconcile and scanShard
+	// removed duplicates), so this is one map insertion per blob: at a
+	// million blobs, the cost of New is mostly this loop and the listing.
+	total := len(snapshot)
 	for _, recs := range shards {
 		total += len(recs)
 	}
 	s.index = lru.New[digest.Digest, int64](maxBytes, total)
-	for _, recs := range shards {
+	for i, recs := range shards {
 		for _, r := range recs {
-			if old, replaced := s.index.Insert(r.d, r.n, diskUsage(r.n)); replaced {
-				// Two files for one action-cache key, from a crash between
-				// the rename of the new one and the unlink of the old.
-				if err := unlink(s.path(r.d, old)); err != nil {
-					s.log.Error("disk store: cannot remove duplicate entry", "err", err)
-				}
-			}
+			s.insertAtStartup(r)
 		}
+		shards[i] = nil // let the GC have it
 	}
 	for _, r := range snapshot {
-		if n, ok := s.index.Peek(r.d); ok && n == r.n {
-			s.index.Touch(r.d)
-		}
+		s.insertAtStartup(r)
 	}
+	snapshot = nil
 	for _, v := range s.index.Trim() {
 		if err := unlink(s.path(v.Key, v.Value)); err != nil && !errors.Is(err, syscall.ENOENT) {
 			s.log.Error("disk store: cannot remove blob over the size limit", "err", err)
 		}
 	}
+	s.log.Info("disk store opened", "dir", dir, "blobs", s.index.Len(), "bytes", s.index.Used(), "max_bytes", maxBytes, "took", time.Since(start).Round(time.Millisecond))
 	ok = true
 	return s, nil
+}
+
+// insertAtStartup adds r to the index as the most recently used blob.
+func (s *Store) insertAtStartup(r record) {
+	if old, replaced := s.index.Insert(r.d, r.n, diskUsage(r.n)); replaced && old != r.n {
+		s.removeDuplicate(r.d, old)
+	}
+}
+
+// removeDuplicate removes the file of action-cache key d with content
+// length n, when another file for d was kept. Two files for one key are left
+// by a crash between the rename of a new entry and the unlink of the old.
+func (s *Store) removeDuplicate(d digest.Digest, n int64) {
+	if err := unlink(s.path(d, n)); err != nil && !errors.Is(err, syscall.ENOENT) {
+		s.log.Error("disk store: cannot remove duplicate entry", "err", err)
+	}
 }
 
 // lock takes an exclusive flock on DIR/LOCK, held until Close.
@@ -103,39 +139,61 @@ func (s *Store) lock() error {
 	return nil
 }
 
-// scan lists every shard directory in parallel, creating missing ones and
-// removing temporary files, and returns the blobs found, one slice per shard.
-func (s *Store) scan(ctx context.Context) ([][]record, error) {
-	type shard struct {
-		fn  digest.Function
-		dir string
-		hex string
-	}
-	var jobs []shard
-	for _, fn := range functions() {
+// shardJob is one shard directory: DIR/{fn}/{hex}.
+type shardJob struct {
+	fn  digest.Function
+	dir string
+	hex string
+}
+
+// shardJobs lists the shard directories; shardOf gives a digest's index in
+// it.
+func (s *Store) shardJobs() []shardJob {
+	var jobs []shardJob
+	for _, fn := range s.fns {
 		for i := 0; i < 256; i++ {
 			h := string(appendHex(nil, []byte{byte(i)}))
-			jobs = append(jobs, shard{fn, s.fnDirs[fn.Enum()] + h, h})
+			jobs = append(jobs, shardJob{fn, s.fnDirs[fn.Enum()] + h, h})
 		}
 	}
+	return jobs
+}
+
+// shardOf returns the index of d's shard in shardJobs.
+func (s *Store) shardOf(d digest.Digest) int {
+	for i, fn := range s.fns {
+		if fn.Enum() == d.Function().Enum() {
+			return i*256 + int(d.RawHash()[0])
+		}
+	}
+	panic("disk: digest of an unknown function")
+}
+
+// parallelism bounds the goroutines of New. Listing is mostly waiting for
+// the kernel (and for the disk when the directories are not cached), so
+// there are more than cores.
+func parallelism() int { return max(8, 2*runtime.GOMAXPROCS(0)) }
+
+// scan lists every shard directory in parallel, creating missing ones and
+// removing temporary files, and returns the blobs found, one slice per
+// shard in shardJobs order.
+func (s *Store) scan(ctx context.Context) ([][]record, error) {
 	// Top-level temporary files (an interrupted snapshot).
 	if names, err := filepath.Glob(filepath.Join(s.dir, tmpPrefix+"*")); err == nil {
 		for _, n := range names {
 			os.Remove(n)
 		}
 	}
-
+	jobs := s.shardJobs()
 	results := make([][]record, len(jobs))
 	g, ctx := errgroup.WithContext(ctx)
-	// Listing is mostly waiting for the kernel (and for the disk when the
-	// directories are not cached): run more listings than cores.
-	g.SetLimit(max(8, 2*runtime.GOMAXPROCS(0)))
+	g.SetLimit(parallelism())
 	for i, job := range jobs {
 		g.Go(func() error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			recs, err := s.scanShard(job.fn, job.dir, job.hex)
+			recs, err := s.scanShard(job)
 			results[i] = recs // each goroutine writes only its own slot
 			return err
 		})
@@ -146,8 +204,66 @@ func (s *Store) scan(ctx context.Context) ([][]record, error) {
 	return results, nil
 }
 
+// reconcile matches the snapshot against the listing, shard by shard in
+// parallel, so that each lookup hits a small map that stays in the CPU
+// cache rather than the whole index. It removes from shards the blobs that
+// are in the snapshot, and returns the snapshot without the blobs that are
+// not on disk, in its order. A blob whose content length differs between
+// the two (an action-cache entry replaced after the snapshot) counts as not
+// in the snapshot.
+func (s *Store) reconcile(ctx context.Context, shards [][]record, snapshot []record) ([]record, error) {
+	buckets := make([][]int32, len(shards)) // snapshot positions, per shard
+	for p, r := range snapshot {
+		b := s.shardOf(r.d)
+		buckets[b] = append(buckets[b], int32(p))
+	}
+	found := make([]bool, len(snapshot))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelism())
+	for b := range shards {
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			onDisk := make(map[digest.Digest]int64, len(shards[b]))
+			for _, r := range shards[b] {
+				if old, dup := onDisk[r.d]; dup && old != r.n {
+					s.removeDuplicate(r.d, old)
+				}
+				onDisk[r.d] = r.n
+			}
+			for _, p := range buckets[b] {
+				r := snapshot[p]
+				if n, ok := onDisk[r.d]; ok && n == r.n {
+					found[p] = true // each p is in one bucket only
+					delete(onDisk, r.d)
+				}
+			}
+			rest := shards[b][:0]
+			for _, r := range shards[b] {
+				if n, ok := onDisk[r.d]; ok && n == r.n {
+					rest = append(rest, r)
+				}
+			}
+			shards[b] = rest
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	kept := snapshot[:0]
+	for p, r := range snapshot {
+		if found[p] {
+			kept = append(kept, r)
+		}
+	}
+	return kept, nil
+}
+
 // scanShard lists one shard directory.
-func (s *Store) scanShard(fn digest.Function, dir, hex string) ([]record, error) {
+func (s *Store) scanShard(job shardJob) ([]record, error) {
+	fn, dir, hex := job.fn, job.dir, job.hex
 	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
