@@ -61,7 +61,21 @@
 // is free, except for evicted files, which are unlinked outside mu (an
 // eviction may unlink thousands of files) and listed in Store.unlinking
 // meanwhile. A Put of a digest that is being unlinked waits for the unlink
-// before its rename, so an unlink never deletes a newer copy.
+// before its rename, so an unlink never deletes a newer copy. A reader that
+// finds its file corrupt removes it under mu, and only if the path still
+// names the inode it read, so a good copy uploaded meanwhile stays.
+//
+// # Choices
+//
+// Temporary file plus rename, not O_TMPFILE plus linkat: on ext4 here
+// linkat saved about 15% of a small Put, but it cannot replace an existing
+// name (action-cache updates), needs CAP_DAC_READ_SEARCH or a /proc link
+// (EXDEV in some containers), and not every filesystem has O_TMPFILE: not
+// worth two code paths.
+//
+// The index costs about 200 bytes of memory per blob (a million blobs,
+// 200 MB), and New takes about a second per million blobs on a small VM,
+// mostly listing directories and filling the index.
 package disk
 
 import (
@@ -115,7 +129,7 @@ func WithLogger(l *slog.Logger) Option {
 	return func(s *Store) { s.log = l }
 }
 
-// shardDir returns "DIR/{function}/{xx}/" for d.
+// appendShardDir appends "DIR/{function}/{xx}/" for d.
 func (s *Store) appendShardDir(b []byte, d digest.Digest) []byte {
 	b = append(b, s.fnDirs[d.Function().Enum()]...)
 	return append(appendHex(b, d.RawHash()[:1]), '/')
