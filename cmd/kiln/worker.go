@@ -104,7 +104,7 @@ exactly the environment the action asks for.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&server, "server", "", "kiln server: grpc://host:port or host:port (required)")
-	f.IntVar(&slots, "slots", slots, "actions run at once (default: the number of CPUs)")
+	f.IntVar(&slots, "slots", slots, "actions run at once")
 	f.StringArrayVar(&platform, "platform", nil, "platform property KEY=VALUE to announce (repeatable)")
 	f.StringVar(&workDir, "work-dir", "", "directory for build directories and the file cache (default: the user cache directory + /kiln-worker)")
 	f.Var(sizeFlag{&cacheSize}, "cache-size", "size of the local file cache, e.g. 10GiB")
