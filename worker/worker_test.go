@@ -758,3 +758,19 @@ func TestReconnects(t *testing.T) {
 		t.Fatalf("status %v", resp.GetStatus())
 	}
 }
+
+func TestNonCanonicalDirectoryEncoding(t *testing.T) {
+	// A directory whose bytes put symlinks before files: valid protobuf,
+	// but not what re-encoding the message gives, so GetTree's answer
+	// cannot be matched to its digest and the worker reads it by digest.
+	e := newEnv(t, nil)
+	e.startWorker(1, nil)
+	part1, _ := proto.Marshal(&repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "s", Target: "f"}}})
+	part2, _ := proto.Marshal(&repb.Directory{Files: []*repb.FileNode{{Name: "f", Digest: e.put([]byte("content\n")).Proto()}}})
+	sub := e.put(append(part1, part2...))
+	root := e.putProto(&repb.Directory{Directories: []*repb.DirectoryNode{{Name: "sub", Digest: sub.Proto()}}})
+	resp := e.execute(shell("cat sub/s"), root, 0)
+	if got := string(e.read(resp.GetResult().GetStdoutDigest())); resp.GetStatus().GetCode() != 0 || got != "content\n" {
+		t.Fatalf("status %v, stdout %q", resp.GetStatus(), got)
+	}
+}
