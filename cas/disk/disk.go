@@ -8,7 +8,7 @@
 //	  LOCK                          flock'ed while a Store uses DIR
 //	  lru-snapshot                  recency order, written by Close, read and deleted by New
 //	  sha256/                       one directory per digest function (its resource-name name)
-//	    00/ … ff/                   256 shards: the first two hex digits of the hash
+//	    00/ … ff/                   256 shards: the first two hex digits of the hash (made by the first Put)
 //	      {hex}-{size}              a blob whose content is {size} bytes long
 //	      {hex}-{size}-{len}        an action-cache entry: key size {size}, content {len} bytes
 //	      tmp-{n}                   an upload in progress; removed by New

@@ -150,7 +150,8 @@ func (s *Store) createTemp(shard []byte) (string, int, error) {
 		case attempt < 3 && errors.Is(err, syscall.EEXIST):
 			continue // left over by a crash; New removes those
 		case attempt < 3 && errors.Is(err, syscall.ENOENT):
-			// Someone removed the shard directory; put it back.
+			// The first blob of this shard (or someone removed the
+			// directory): make it.
 			if err := os.MkdirAll(string(shard), 0o755); err != nil {
 				return "", -1, err
 			}

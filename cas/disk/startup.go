@@ -174,8 +174,7 @@ func (s *Store) shardOf(d digest.Digest) int {
 // there are more than cores.
 func parallelism() int { return max(8, 2*runtime.GOMAXPROCS(0)) }
 
-// scan lists every shard directory in parallel, creating missing ones and
-// removing temporary files, and returns the blobs found, one slice per
+// scan lists every shard directory in parallel, removing temporary files, and returns the blobs found, one slice per
 // shard in shardJobs order.
 func (s *Store) scan(ctx context.Context) ([][]record, error) {
 	// Top-level temporary files (an interrupted snapshot).
@@ -266,10 +265,7 @@ func (s *Store) scanShard(job shardJob) ([]record, error) {
 	fn, dir, hex := job.fn, job.dir, job.hex
 	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fsError(err, "disk store")
-		}
-		return nil, nil
+		return nil, nil // created by the first Put that needs it
 	}
 	if err != nil {
 		return nil, fsError(err, "disk store")
