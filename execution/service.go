@@ -9,6 +9,7 @@ package execution
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	lrpb "cloud.google.com/go/longrunning/autogen/longrunningpb"
@@ -40,14 +41,22 @@ type Service struct {
 	cache *actioncache.Cache
 	queue Queue
 	log   *slog.Logger
+	// closing is closed by Close: streams following operations end, so
+	// that a server shutting down does not wait for running actions.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 var _ repb.ExecutionServer = (*Service)(nil)
 
 // New returns the Execution service.
 func New(blobs cas.BlobStore, cache *actioncache.Cache, queue Queue, log *slog.Logger) *Service {
-	return &Service{blobs: blobs, cache: cache, queue: queue, log: log}
+	return &Service{blobs: blobs, cache: cache, queue: queue, log: log, closing: make(chan struct{})}
 }
+
+// Close ends every stream that follows an operation with UNAVAILABLE;
+// clients retry (Bazel re-executes, which hits the cache or runs again).
+func (s *Service) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // Execute validates the request, answers from the action cache when it
 // can, and otherwise queues the action and streams its operation until it
@@ -130,6 +139,8 @@ func (s *Service) follow(ctx context.Context, stream interface{ Send(*lrpb.Opera
 		case <-timer.C:
 		case <-ctx.Done():
 			return rpcstatus.FromContext(ctx)
+		case <-s.closing:
+			return status.Errorf(codes.Unavailable, "operation %q: the server is shutting down", st.Name)
 		}
 		timer.Reset(keepalive)
 		next, err := s.queue.Get(st.Name)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -40,6 +41,10 @@ type Workers struct {
 	cache     *actioncache.Cache
 	heartbeat time.Duration
 	log       *slog.Logger
+	// closing is closed by Close: sessions end so that the server can
+	// stop; workers reconnect to its successor.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 var _ workerpb.WorkersServer = (*Workers)(nil)
@@ -47,8 +52,11 @@ var _ workerpb.WorkersServer = (*Workers)(nil)
 // NewWorkers returns the worker endpoint. Workers are told to send a
 // heartbeat every heartbeat interval.
 func NewWorkers(queue WorkerQueue, cache *actioncache.Cache, heartbeat time.Duration, log *slog.Logger) *Workers {
-	return &Workers{queue: queue, cache: cache, heartbeat: heartbeat, log: log}
+	return &Workers{queue: queue, cache: cache, heartbeat: heartbeat, log: log, closing: make(chan struct{})}
 }
+
+// Close ends every worker session with UNAVAILABLE.
+func (w *Workers) Close() { w.closeOnce.Do(func() { close(w.closing) }) }
 
 // Connect runs one worker session until the stream ends or the worker is
 // declared lost. Its leases are then requeued by the scheduler.
@@ -136,6 +144,8 @@ func (w *Workers) Connect(stream workerpb.Workers_ConnectServer) error {
 			return err
 		case <-ctx.Done():
 			return rpcstatus.FromContext(ctx)
+		case <-w.closing:
+			return status.Error(codes.Unavailable, "the server is shutting down; reconnect")
 		}
 	}
 }

@@ -201,7 +201,7 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 	}
 	md.WorkerCompletedTimestamp = timestamppb.Now()
 	if resp.GetResult() != nil {
-		log.Info("action done", "exit_code", resp.GetResult().GetExitCode(), "status", codes.Code(resp.GetStatus().GetCode()).String(),
+		log.Debug("action done", "exit_code", resp.GetResult().GetExitCode(), "status", codes.Code(resp.GetStatus().GetCode()).String(),
 			"run_time", md.GetExecutionCompletedTimestamp().AsTime().Sub(md.GetExecutionStartTimestamp().AsTime()))
 	} else {
 		log.Info("action failed", "status", status.ErrorProto(resp.GetStatus()))

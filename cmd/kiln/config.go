@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -44,18 +45,40 @@ type ServerConfig struct {
 	ResumeWindow string `yaml:"resume_window"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+	// Workers is the number of action slots of the in-process worker that
+	// runs beside the server (the embedded default is one per core); 0
+	// disables it, for a server that only serves remote workers.
+	Workers *int `yaml:"workers"`
+	// WorkerCacheSize bounds the in-process worker's file cache.
+	WorkerCacheSize string `yaml:"worker_cache_size"`
+	// PlatformGrace: for this long after start-up (or after the last
+	// matching worker left) an action no connected worker can run gets
+	// UNAVAILABLE, so clients retry; after it, FAILED_PRECONDITION.
+	PlatformGrace string `yaml:"platform_grace"`
+	// WorkerTimeout is how long a worker may stay silent before its
+	// actions are requeued on others.
+	WorkerTimeout string `yaml:"worker_timeout"`
+	// DefaultTimeout applies to actions that set no timeout; MaxTimeout
+	// caps every action's timeout (in-process worker).
+	DefaultTimeout string `yaml:"default_timeout"`
+	MaxTimeout     string `yaml:"max_timeout"`
 }
 
 // defaultConfig returns the embedded default configuration.
 func defaultConfig() Config {
 	return Config{Server: ServerConfig{
-		GRPCListen:   "127.0.0.1:8980",
-		HTTPListen:   "127.0.0.1:8981",
-		Data:         defaultDataDir(),
-		Store:        "disk",
-		MaxSize:      "10GiB",
-		ResumeWindow: "1m",
-		LogLevel:     "info",
+		GRPCListen:      "127.0.0.1:8980",
+		HTTPListen:      "127.0.0.1:8981",
+		Data:            defaultDataDir(),
+		Store:           "disk",
+		MaxSize:         "10GiB",
+		ResumeWindow:    "1m",
+		LogLevel:        "info",
+		WorkerCacheSize: "10GiB",
+		PlatformGrace:   "1m",
+		WorkerTimeout:   "30s",
+		DefaultTimeout:  "15m",
+		MaxTimeout:      "1h",
 	}}
 }
 
@@ -110,6 +133,12 @@ type serverSettings struct {
 	maxSize, maxBlobSize   int64
 	resumeWindow           time.Duration
 	logLevel               string
+	workers                int
+	workerCacheSize        int64
+	platformGrace          time.Duration
+	workerTimeout          time.Duration
+	defaultTimeout         time.Duration
+	maxTimeout             time.Duration
 }
 
 func (c ServerConfig) parse() (serverSettings, error) {
@@ -125,6 +154,30 @@ func (c ServerConfig) parse() (serverSettings, error) {
 	}
 	if s.resumeWindow, err = time.ParseDuration(c.ResumeWindow); err != nil || s.resumeWindow < 0 {
 		return s, fmt.Errorf("resume_window %q: want a duration such as 1m", c.ResumeWindow)
+	}
+	s.workers = runtime.NumCPU()
+	if c.Workers != nil {
+		s.workers = *c.Workers
+	}
+	if s.workers < 0 {
+		return s, fmt.Errorf("workers %d: want 0 or more", s.workers)
+	}
+	if s.workerCacheSize, err = units.ParseSize(c.WorkerCacheSize); err != nil || s.workerCacheSize <= 0 {
+		return s, fmt.Errorf("worker_cache_size %q: want a positive size such as 10GiB", c.WorkerCacheSize)
+	}
+	for _, d := range []struct {
+		name string
+		in   string
+		out  *time.Duration
+	}{
+		{"platform_grace", c.PlatformGrace, &s.platformGrace},
+		{"worker_timeout", c.WorkerTimeout, &s.workerTimeout},
+		{"default_timeout", c.DefaultTimeout, &s.defaultTimeout},
+		{"max_timeout", c.MaxTimeout, &s.maxTimeout},
+	} {
+		if *d.out, err = time.ParseDuration(d.in); err != nil || *d.out <= 0 {
+			return s, fmt.Errorf("%s %q: want a positive duration such as 30s", d.name, d.in)
+		}
 	}
 	switch c.Store {
 	case "disk", "memory":

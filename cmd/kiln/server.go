@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -36,6 +37,7 @@ const shutdownGrace = 20 * time.Second
 
 func newServerCmd() *cobra.Command {
 	var configPath string
+	var workers int
 	flags := defaultConfig().Server
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -60,6 +62,9 @@ func newServerCmd() *cobra.Command {
 			override("max-size", &cfg.Server.MaxSize, flags.MaxSize)
 			override("max-blob-size", &cfg.Server.MaxBlobSize, flags.MaxBlobSize)
 			override("log-level", &cfg.Server.LogLevel, flags.LogLevel)
+			if f.Changed("workers") {
+				cfg.Server.Workers = &workers
+			}
 			s, err := cfg.Server.parse()
 			if err != nil {
 				return fmt.Errorf("server: %w", err)
@@ -76,6 +81,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&flags.MaxSize, "max-size", flags.MaxSize, "maximum bytes stored, e.g. 10GiB; LRU eviction beyond")
 	f.StringVar(&flags.MaxBlobSize, "max-blob-size", flags.MaxBlobSize, "refuse single blobs larger than this (default: no limit)")
 	f.StringVar(&flags.LogLevel, "log-level", flags.LogLevel, "debug, info, warn or error")
+	f.IntVar(&workers, "workers", runtime.NumCPU(), "action slots of the in-process worker; 0 disables it")
 	return cmd
 }
 
@@ -134,13 +140,6 @@ func runServer(ctx context.Context, s serverSettings) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	gs := grpcserver.New(log, reg)
-	bs := casserver.NewByteStream(blobs, s.resumeWindow)
-	repb.RegisterCapabilitiesServer(gs, casserver.NewCapabilities(maxBatchBytes, nil))
-	repb.RegisterContentAddressableStorageServer(gs, casserver.NewCAS(blobs, maxBatchBytes))
-	repb.RegisterActionCacheServer(gs, actioncache.NewService(actioncache.New(st.results, blobs)))
-	bspb.RegisterByteStreamServer(gs, bs)
-
 	gl, err := net.Listen("tcp", s.grpcListen)
 	if err != nil {
 		return fmt.Errorf("grpc listen: %w", err)
@@ -150,6 +149,24 @@ func runServer(ctx context.Context, s serverSettings) error {
 		gl.Close()
 		return fmt.Errorf("http listen: %w", err)
 	}
+
+	cache := actioncache.New(st.results, blobs)
+	ex, err := newExecutionServer(ctx, s, blobs, cache, log, gl.Addr().String())
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
+	defer ex.stop()
+
+	gs := grpcserver.New(log, reg)
+	bs := casserver.NewByteStream(blobs, s.resumeWindow)
+	repb.RegisterCapabilitiesServer(gs, casserver.NewCapabilities(maxBatchBytes, ex.capabilities))
+	repb.RegisterContentAddressableStorageServer(gs, casserver.NewCAS(blobs, maxBatchBytes))
+	repb.RegisterActionCacheServer(gs, actioncache.NewService(cache))
+	bspb.RegisterByteStreamServer(gs, bs)
+	ex.register(gs)
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -165,7 +182,7 @@ func runServer(ctx context.Context, s serverSettings) error {
 		errc <- nil
 	}()
 	log.Info("kiln server started", "grpc", gl.Addr().String(), "http", hl.Addr().String(),
-		"store", s.store, "data", s.data, "max_size", s.maxSize, "startup", time.Since(start).Round(time.Millisecond))
+		"store", s.store, "data", s.data, "max_size", s.maxSize, "workers", s.workers, "startup", time.Since(start).Round(time.Millisecond))
 
 	var serveErr error
 	select {
@@ -174,8 +191,10 @@ func runServer(ctx context.Context, s serverSettings) error {
 	case serveErr = <-errc:
 		log.Error("server failed", "err", serveErr)
 	}
-	// Parked uploads are abandoned first, so GracefulStop only waits for
-	// RPCs that are really in progress.
+	// The in-process worker stops first (its actions are cancelled, as a
+	// remote worker's would be on a restart), and parked uploads are
+	// abandoned, so GracefulStop only waits for RPCs really in progress.
+	ex.stop()
 	bs.Close()
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
