@@ -77,9 +77,10 @@ func New(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Stor
 	}
 
 	// Insert oldest first: blobs unknown to the snapshot, then the
-	// snapshot's order. Every key is new here (reconcile and scanShard
-	// removed duplicates), so this is one map insertion per blob: at a
-	// million blobs, the cost of New is mostly this loop and the listing.
+	// snapshot's order. This is one map insertion per blob; at a million
+	// blobs the cost of New is mostly this loop and the listing. Two files
+	// for one key (see removeDuplicate) are resolved by reconcile or, without
+	// a snapshot, by insertAtStartup.
 	total := len(snapshot)
 	for _, recs := range shards {
 		total += len(recs)
@@ -282,6 +283,7 @@ func (s *Store) scanShard(job shardJob) ([]record, error) {
 			if err := unlink(dir + "/" + name); err != nil && !errors.Is(err, syscall.ENOENT) {
 				return nil, fsError(err, "disk store: remove temporary file")
 			}
+			s.log.Info("disk store: removed an upload interrupted by a restart", "path", dir+"/"+name)
 			continue
 		}
 		raw, size, n, ok := parseFileName(name, hs)
