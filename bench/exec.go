@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -127,8 +128,8 @@ type execRun struct {
 // An RPC error or a failed check ends the run; the error keeps the gRPC
 // code (server errors keep theirs; a wrong or missing output is DataLoss,
 // a failed command or inconsistent answer Internal) and names the action
-// by its index (from 0, as in its input file) and Action digest. A failed
-// run reports no figures.
+// by its index (from 0, as in its input file) and, unless the server's
+// message already does, its Action digest. A failed run reports no figures.
 func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	platform, err := cfg.validate()
 	if err != nil {
@@ -236,7 +237,11 @@ func (r *execRun) executeAll(ctx context.Context) (time.Duration, error) {
 				if err != nil {
 					// Calls cancelled because of this one fail later, and
 					// errgroup keeps only the first error.
-					return rpcstatus.Wrapf(err, "Execute: action %d (%s)", i, r.w.actions[i].digest)
+					d := r.w.actions[i].digest
+					if strings.Contains(rpcstatus.FromError(err).Message(), d.Hash()) {
+						return rpcstatus.Wrapf(err, "Execute: action %d", i) // the server named the digest
+					}
+					return rpcstatus.Wrapf(err, "Execute: action %d (%s)", i, d)
 				}
 				r.stats.record(s)
 			}

@@ -310,7 +310,7 @@ func TestRunExecFake(t *testing.T) {
 		cfg := fakeConfig(t, f)
 		cfg.Concurrency = 1
 		s, err := runExec(t, cfg)
-		want := `Execute: action 3 (`
+		want := `Execute: action 3: operation "operations/` // the operation name holds the digest
 		wantEnd := `: the command exited with code 1: stderr "cat: in.txt: No such file or directory\n"`
 		if status.Code(err) != codes.Internal || !strings.HasPrefix(status.Convert(err).Message(), want) || !strings.HasSuffix(err.Error(), wantEnd) {
 			t.Fatalf("RunExec = %v, want Internal %q...%q", err, want, wantEnd)
