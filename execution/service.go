@@ -29,6 +29,7 @@ import (
 // Queue is what the execution service needs of the scheduler.
 type Queue interface {
 	Submit(a scheduler.Action) (scheduler.OperationState, error)
+	AddCompleted(instance string, d digest.Digest, resp *repb.ExecuteResponse) scheduler.OperationState
 	Get(name string) (scheduler.OperationState, error)
 	Cancel(name string) error
 }
@@ -83,10 +84,12 @@ func (s *Service) Execute(req *repb.ExecuteRequest, stream repb.Execution_Execut
 		res, err := s.cache.Get(ctx, req.GetInstanceName(), actionDigest)
 		switch {
 		case err == nil:
-			return stream.Send(operation(&scheduler.OperationState{
-				Name: "cached/" + actionDigest.Hash(), Action: actionDigest, Stage: scheduler.StageCompleted,
-				Response: &repb.ExecuteResponse{Result: res, CachedResult: true, Status: status.New(codes.OK, "").Proto()},
-			}))
+			// Recorded like any operation, so that its name works with
+			// GetOperation and WaitExecution.
+			st := s.queue.AddCompleted(req.GetInstanceName(), actionDigest, &repb.ExecuteResponse{
+				Result: res, CachedResult: true, Status: status.New(codes.OK, "").Proto(),
+			})
+			return stream.Send(operation(&st))
 		case !rpcstatus.IsNotFound(err):
 			return rpcstatus.Wrap(err, "action cache")
 		}

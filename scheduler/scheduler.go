@@ -7,6 +7,8 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/kiln-build/kiln/cas/digest"
 )
 
 // Scheduler matches operations to workers. Every method is safe for
@@ -18,7 +20,7 @@ import (
 //
 // Who calls what:
 //
-//	execution service     Submit, Get, Cancel
+//	execution service     Submit, AddCompleted, Get, Cancel
 //	worker session        AddWorker, then Poll whenever wake fires, Started,
 //	                      Complete, Heartbeat; RemoveWorker when the stream ends
 //	driver                Tick, NextDeadline
@@ -181,6 +183,20 @@ func (s *Scheduler) checkRunnable(key queueKey, platform []Property) error {
 		return status.Errorf(codes.Unavailable, "no worker can run platform %s yet", FormatPlatform(platform))
 	}
 	return status.Error(codes.FailedPrecondition, s.noWorkerMessage(platform))
+}
+
+// AddCompleted records an operation for instance and action d that is
+// complete from the start, with resp: an Execute answered from the action
+// cache. Like every operation it can then be fetched by name (Get) for
+// CompletedRetention, so the name a client was given always resolves.
+// resp is shared, not copied.
+func (s *Scheduler) AddCompleted(instance string, d digest.Digest, resp *repb.ExecuteResponse) OperationState {
+	s.enter()
+	defer s.leave()
+	op := &operation{name: s.newID(), instance: instance, digest: d}
+	s.operations[op.name] = op
+	s.complete(op, resp)
+	return op.snapshot()
 }
 
 // Get returns the state of the named operation, or NotFound if the name is

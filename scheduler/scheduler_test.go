@@ -939,6 +939,28 @@ func TestRetention(t *testing.T) {
 	requireStatus(t, e.s.Cancel(op.Name), codes.NotFound, "operation "+op.Name+" not found")
 }
 
+// TestAddCompleted: an operation answered without running (an action-cache hit) can be
+// fetched by name until its retention ends, like any other.
+func TestAddCompleted(t *testing.T) {
+	e := newEnv(t)
+	a := action("cached")
+	st := e.s.AddCompleted("main", a.Digest, okResponse(0))
+	if st.Stage != scheduler.StageCompleted || st.Instance != "main" || st.Action != a.Digest || st.Response.GetResult().GetExitCode() != 0 {
+		t.Fatalf("AddCompleted returned %+v", st)
+	}
+	e.advance(retention - time.Nanosecond)
+	requireResult(t, e.requireStage(st.Name, scheduler.StageCompleted), codes.OK, "")
+	if err := e.s.Cancel(st.Name); err != nil {
+		t.Errorf("Cancel of a completed operation: %v, want nothing to happen", err)
+	}
+	e.advance(time.Nanosecond)
+	_, err := e.s.Get(st.Name)
+	requireStatus(t, err, codes.NotFound, "operation "+st.Name+" not found")
+	if s := e.s.Stats(); s.Operations != 0 || s.Completed != 0 {
+		t.Errorf("Stats after retention: %d operations, %d completed; want none", s.Operations, s.Completed)
+	}
+}
+
 func TestWake(t *testing.T) {
 	e := newEnv(t)
 	linux, wakeLinux := e.addWorker("linux", 1, "OSFamily=linux")
