@@ -40,6 +40,12 @@ type ServerConfig struct {
 	// MaxBlobSize refuses single blobs larger than this. Default: no limit
 	// beyond MaxSize.
 	MaxBlobSize string `yaml:"max_blob_size"`
+	// WriteBackBuffer is how much memory the disk store may use for small
+	// blobs (up to 64 KiB) that are acknowledged and not yet written to
+	// their files; 0 writes every blob before acknowledging it. A crash
+	// loses at most this buffer, which clients see as missing blobs and
+	// upload again.
+	WriteBackBuffer string `yaml:"write_back_buffer"`
 	// ResumeWindow is how long a broken ByteStream upload waits for its
 	// client to resume it before it is abandoned.
 	ResumeWindow string `yaml:"resume_window"`
@@ -73,6 +79,7 @@ func defaultConfig() Config {
 		Store:           "disk",
 		MaxSize:         "10GiB",
 		ResumeWindow:    "1m",
+		WriteBackBuffer: "128MiB",
 		LogLevel:        "info",
 		WorkerCacheSize: "10GiB",
 		PlatformGrace:   "1m",
@@ -131,6 +138,7 @@ type serverSettings struct {
 	data                   string
 	store                  string
 	maxSize, maxBlobSize   int64
+	writeBackBuffer        int64
 	resumeWindow           time.Duration
 	logLevel               string
 	workers                int
@@ -151,6 +159,9 @@ func (c ServerConfig) parse() (serverSettings, error) {
 		if s.maxBlobSize, err = units.ParseSize(c.MaxBlobSize); err != nil || s.maxBlobSize <= 0 {
 			return s, fmt.Errorf("max_blob_size %q: want a positive size such as 1GiB", c.MaxBlobSize)
 		}
+	}
+	if s.writeBackBuffer, err = units.ParseSize(c.WriteBackBuffer); err != nil || s.writeBackBuffer < 0 {
+		return s, fmt.Errorf("write_back_buffer %q: want a size such as 128MiB, or 0", c.WriteBackBuffer)
 	}
 	if s.resumeWindow, err = time.ParseDuration(c.ResumeWindow); err != nil || s.resumeWindow < 0 {
 		return s, fmt.Errorf("resume_window %q: want a duration such as 1m", c.ResumeWindow)

@@ -63,6 +63,7 @@ func newServerCmd() *cobra.Command {
 			override("max-size", &cfg.Server.MaxSize, flags.MaxSize)
 			override("max-blob-size", &cfg.Server.MaxBlobSize, flags.MaxBlobSize)
 			override("log-level", &cfg.Server.LogLevel, flags.LogLevel)
+			override("platform-grace", &cfg.Server.PlatformGrace, flags.PlatformGrace)
 			if f.Changed("workers") {
 				cfg.Server.Workers = &workers
 			}
@@ -83,6 +84,8 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&flags.MaxBlobSize, "max-blob-size", flags.MaxBlobSize, "refuse single blobs larger than this (default: no limit)")
 	f.StringVar(&flags.LogLevel, "log-level", flags.LogLevel, "debug, info, warn or error")
 	f.IntVar(&workers, "workers", runtime.NumCPU(), "action slots of the in-process worker; 0 disables it")
+	f.StringVar(&flags.PlatformGrace, "platform-grace", flags.PlatformGrace,
+		"how long after start-up (or after the last matching worker left) an action no worker can run gets UNAVAILABLE rather than FAILED_PRECONDITION")
 	return cmd
 }
 
@@ -93,26 +96,39 @@ type stores struct {
 }
 
 // openStores builds the CAS and action-cache backends. The action cache
-// gets a twentieth of the space: its entries are small.
-func openStores(ctx context.Context, s serverSettings) (stores, error) {
+// gets a twentieth of the space: its entries are small. On disk, small CAS
+// blobs go through a write-back buffer (see cas.WriteBackStore).
+func openStores(ctx context.Context, s serverSettings, log *slog.Logger) (stores, error) {
 	acSize := s.maxSize / 20
 	casSize := s.maxSize - acSize
 	switch s.store {
 	case "memory":
 		return stores{blobs: memory.New(casSize), results: memory.New(acSize), close: func() error { return nil }}, nil
 	case "disk":
-		blobs, err := disk.New(ctx, filepath.Join(s.data, "cas"), casSize)
+		blobDisk, err := disk.New(ctx, filepath.Join(s.data, "cas"), casSize, disk.WithLogger(log))
 		if err != nil {
 			return stores{}, err
 		}
-		results, err := disk.New(ctx, filepath.Join(s.data, "ac"), acSize)
+		results, err := disk.New(ctx, filepath.Join(s.data, "ac"), acSize, disk.WithLogger(log))
 		if err != nil {
-			blobs.Close()
+			blobDisk.Close()
 			return stores{}, err
 		}
-		return stores{blobs: blobs, results: results, close: func() error {
-			return errors.Join(blobs.Close(), results.Close())
-		}}, nil
+		st := stores{blobs: blobDisk, results: results, close: func() error {
+			return errors.Join(blobDisk.Close(), results.Close())
+		}}
+		if s.writeBackBuffer > 0 {
+			// Action results are small too; a lost one is a cache miss.
+			wb := cas.NewWriteBackStore(blobDisk, 64<<10, s.writeBackBuffer, runtime.NumCPU(), log)
+			wr := cas.NewWriteBackStore(results, 64<<10, s.writeBackBuffer/8, 1, log)
+			st.blobs, st.results = wb, wr
+			st.close = func() error {
+				wb.Close() // writes what it buffered before the disk closes
+				wr.Close()
+				return errors.Join(blobDisk.Close(), results.Close())
+			}
+		}
+		return st, nil
 	}
 	return stores{}, fmt.Errorf("store %q: want disk or memory", s.store)
 }
@@ -123,7 +139,7 @@ func runServer(ctx context.Context, s serverSettings) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	start := time.Now()
-	st, err := openStores(ctx, s)
+	st, err := openStores(ctx, s, log)
 	if err != nil {
 		return err
 	}
