@@ -206,6 +206,31 @@ func TestCancelOperation(t *testing.T) {
 	}
 }
 
+// TestCancelFreesSlotForQueuedAction: with one slot, cancelling the running action lets
+// the next queued one run, and run normally: the server frees the slot at once, while the
+// worker may still be killing the cancelled action's processes.
+func TestCancelFreesSlotForQueuedAction(t *testing.T) {
+	h := newHarness(t, 1)
+	running := h.start(context.Background(), request(h.action(actionSpec{cmd: h.shell(treeScript)})))
+	waitFor(t, "the first action runs", func() bool { return h.mark("child") != "" })
+	next := h.start(context.Background(), request(h.action(actionSpec{cmd: h.shell("echo next")})))
+	if _, err := h.ops.CancelOperation(context.Background(), &lrpb.CancelOperationRequest{Name: running.first.GetName()}); err != nil {
+		t.Fatalf("CancelOperation: %v", err)
+	}
+	if c := codes.Code(running.wait(t).GetStatus().GetCode()); c != codes.Canceled {
+		t.Errorf("cancelled action: status %v, want CANCELLED", c)
+	}
+	resp := next.wait(t)
+	if c := codes.Code(resp.GetStatus().GetCode()); c != codes.OK || resp.GetResult().GetExitCode() != 0 {
+		t.Fatalf("the queued action: status %v %q, exit code %d; want OK, 0",
+			c, resp.GetStatus().GetMessage(), resp.GetResult().GetExitCode())
+	}
+	if got := string(h.read(resp.GetResult().GetStdoutDigest())); got != "next\n" {
+		t.Errorf("stdout %q", got)
+	}
+	waitGone(t, h.pids()...)
+}
+
 // TestWaitExecutionAfterDisconnect: a client whose Execute stream breaks comes back with
 // WaitExecution and the operation's name and gets the result; the action ran once.
 func TestWaitExecutionAfterDisconnect(t *testing.T) {

@@ -180,9 +180,12 @@ type session struct {
 	stream workerpb.Workers_ConnectClient
 	sendMu sync.Mutex // gRPC streams allow one Send at a time
 
-	mu      sync.Mutex
-	leases  map[string]context.CancelFunc // running leases; guarded by mu
-	running int                           // leases holding a slot; guarded by mu
+	// slots lets at most Config.Slots leases run at once, in the order
+	// they were assigned.
+	slots *slotQueue
+
+	mu     sync.Mutex
+	leases map[string]context.CancelFunc // assigned leases; guarded by mu
 }
 
 func (s *session) send(m *workerpb.WorkerMessage) error {
@@ -205,7 +208,7 @@ func (w *worker) session(ctx context.Context) (established bool, err error) {
 	if err != nil {
 		return false, rpcstatus.Wrap(err, "connect")
 	}
-	s := &session{stream: stream, leases: map[string]context.CancelFunc{}}
+	s := &session{stream: stream, leases: map[string]context.CancelFunc{}, slots: newSlotQueue(w.cfg.Slots)}
 	if err := s.send(&workerpb.WorkerMessage{Kind: &workerpb.WorkerMessage_Hello{Hello: &workerpb.Hello{
 		Name: w.cfg.Name, Properties: w.cfg.Properties, Slots: int32(w.cfg.Slots), Version: w.cfg.Version,
 	}}}); err != nil {
@@ -266,7 +269,9 @@ func (w *worker) session(ctx context.Context) (established bool, err error) {
 	}
 }
 
-// assign starts a goroutine (owned by wg) that runs one lease.
+// assign starts a goroutine (owned by wg) that runs one lease once it has a
+// slot (see slotQueue). It is called in the order the server assigned the
+// leases, which is the order they get slots in.
 func (w *worker) assign(ctx context.Context, s *session, wg *sync.WaitGroup, a *workerpb.Assignment) {
 	id := a.GetLeaseId()
 	s.mu.Lock()
@@ -275,22 +280,24 @@ func (w *worker) assign(ctx context.Context, s *session, wg *sync.WaitGroup, a *
 		w.log.Warn("ignoring a second assignment of a running lease", "lease", id)
 		return
 	}
-	if s.running >= w.cfg.Slots {
-		s.mu.Unlock()
-		// The server respects slots; if it ever does not, the action goes
-		// back to it rather than overloading this machine.
-		w.log.Warn("assignment beyond the slot count; handing it back", "lease", id)
-		wg.Go(func() {
-			w.complete(s, id, errorResponse(status.Errorf(codes.Unavailable, "worker %s has no free slot", w.cfg.Name)))
-		})
-		return
-	}
 	lctx, lcancel := context.WithCancel(ctx)
 	s.leases[id] = lcancel
-	s.running++
 	s.mu.Unlock()
+	slot := s.slots.acquire()
 	wg.Go(func() {
 		defer lcancel()
+		select {
+		case <-slot:
+		case <-lctx.Done():
+			// Cancelled, or the session ended, before a slot was free:
+			// it never ran.
+			s.slots.abandon(slot)
+			s.mu.Lock()
+			delete(s.leases, id)
+			s.mu.Unlock()
+			w.complete(s, id, errorResponse(rpcstatus.FromContext(lctx)))
+			return
+		}
 		resp, cleanup := w.execute(lctx, s, a)
 		// The slot is free once the action's processes are gone and its
 		// outputs uploaded, which is now: release it before reporting,
@@ -298,8 +305,8 @@ func (w *worker) assign(ctx context.Context, s *session, wg *sync.WaitGroup, a *
 		// once, finds it free. Removing the build directory comes after.
 		s.mu.Lock()
 		delete(s.leases, id)
-		s.running--
 		s.mu.Unlock()
+		s.slots.release()
 		w.complete(s, id, resp)
 		cleanup()
 	})

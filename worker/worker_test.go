@@ -723,6 +723,62 @@ func TestCancellation(t *testing.T) {
 	}
 }
 
+// TestAssignmentBeyondFreeSlotsWaits: the server frees a cancelled lease's slot at once
+// and may assign the next lease while the worker is still killing the cancelled action;
+// that lease waits for the slot and then runs normally.
+func TestAssignmentBeyondFreeSlotsWaits(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startWorker(1, nil)
+	first := e.assignment(shell("sleep 0.5; echo first"), emptyRoot(), 0)
+	second := e.assignment(shell("echo second"), emptyRoot(), 0)
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: first}})
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: second}})
+	r1, r2 := e.wait(first.GetLeaseId()), e.wait(second.GetLeaseId())
+	requireStatus(t, r1, codes.OK, "")
+	requireStatus(t, r2, codes.OK, "")
+	if got := string(e.read(r2.GetResult().GetStdoutDigest())); got != "second\n" {
+		t.Errorf("second stdout %q", got)
+	}
+	end := r1.GetResult().GetExecutionMetadata().GetExecutionCompletedTimestamp().AsTime()
+	if start := r2.GetResult().GetExecutionMetadata().GetExecutionStartTimestamp().AsTime(); start.Before(end) {
+		t.Errorf("the second lease started at %v, before the first, holding the only slot, ended at %v", start, end)
+	}
+}
+
+// TestCancelledWhileWaitingForASlot: a lease cancelled before a slot frees up never runs.
+func TestCancelledWhileWaitingForASlot(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startWorker(1, nil)
+	first := e.assignment(shell("sleep 0.5"), emptyRoot(), 0)
+	second := e.assignment(shell("echo second"), emptyRoot(), 0)
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: first}})
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: second}})
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Cancellation{Cancellation: &workerpb.Cancellation{LeaseId: second.GetLeaseId()}}})
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case u := <-e.fake.updates:
+			if u.GetLeaseId() != second.GetLeaseId() {
+				continue
+			}
+			if u.GetStage() != workerpb.LeaseUpdate_COMPLETED {
+				t.Fatalf("the cancelled lease reported %v, want only COMPLETED", u.GetStage())
+			}
+			resp := &repb.ExecuteResponse{}
+			if err := proto.Unmarshal(u.GetExecuteResponse(), resp); err != nil {
+				t.Fatal(err)
+			}
+			requireStatus(t, resp, codes.Canceled, "")
+			if resp.GetResult() != nil {
+				t.Errorf("result %v, want none", resp.GetResult())
+			}
+			return
+		case <-deadline:
+			t.Fatal("no report for the cancelled lease")
+		}
+	}
+}
+
 func TestBadAssignments(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startWorker(1, nil)
