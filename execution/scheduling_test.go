@@ -231,6 +231,44 @@ func TestCancelFreesSlotForQueuedAction(t *testing.T) {
 	waitGone(t, h.pids()...)
 }
 
+// TestCancelQueuedOrSharedOperation: a cancelled operation whose action is still queued
+// never runs; one of two operations sharing an action can be cancelled while the other
+// still gets the result of the one run.
+func TestCancelQueuedOrSharedOperation(t *testing.T) {
+	h := newHarness(t, 1)
+	ctx := context.Background()
+	// Two clients ask for the shared action, which holds the only slot until "go".
+	shared := request(h.action(actionSpec{cmd: h.shell(waitForFile("go") + `echo x >> "$MARKS/shared"; echo shared`)}))
+	keep, drop := h.start(ctx, shared), h.start(ctx, shared)
+	waitFor(t, "the shared action runs", func() bool { return h.sched.Stats().Executing == 1 })
+	queued := h.start(ctx, request(h.action(actionSpec{cmd: h.shell(`echo x >> "$MARKS/queued"`)})))
+
+	for _, c := range []*started{drop, queued} {
+		if _, err := h.ops.CancelOperation(ctx, &lrpb.CancelOperationRequest{Name: c.first.GetName()}); err != nil {
+			t.Fatalf("CancelOperation: %v", err)
+		}
+		if code := codes.Code(c.wait(t).GetStatus().GetCode()); code != codes.Canceled {
+			t.Errorf("operation %s: status %v, want CANCELLED", c.first.GetName(), code)
+		}
+	}
+	h.touch("go")
+	resp := keep.wait(t)
+	if code := codes.Code(resp.GetStatus().GetCode()); code != codes.OK || resp.GetResult().GetExitCode() != 0 {
+		t.Fatalf("the operation that was not cancelled: status %v, exit code %d; want OK, 0", code, resp.GetResult().GetExitCode())
+	}
+	if got := h.mark("shared"); got != "x\n" {
+		t.Errorf("the shared action ran %d times, want once", strings.Count(got, "x"))
+	}
+	// The slot is free and nothing is queued: the cancelled action is gone for good.
+	h.mustExecute(request(h.action(actionSpec{cmd: h.shell("true")})))
+	if got := h.mark("queued"); got != "" {
+		t.Errorf("the cancelled queued action ran")
+	}
+	if n := h.runner.runs.Load(); n != 2 {
+		t.Errorf("the runner ran %d commands, want 2", n)
+	}
+}
+
 // TestWaitExecutionAfterDisconnect: a client whose Execute stream breaks comes back with
 // WaitExecution and the operation's name and gets the result; the action ran once.
 func TestWaitExecutionAfterDisconnect(t *testing.T) {
