@@ -126,6 +126,13 @@ func (c *execClient) execute(ctx context.Context, action digest.Digest) (*lrpb.O
 func (c *execClient) mustExecute(ctx context.Context, action digest.Digest) *repb.ActionResult {
 	c.t.Helper()
 	op, err := c.execute(ctx, action)
+	return c.requireSuccess(op, err)
+}
+
+// requireSuccess checks that an Execute call ended with a done operation whose action
+// succeeded with exit code 0, and returns the result.
+func (c *execClient) requireSuccess(op *lrpb.Operation, err error) *repb.ActionResult {
+	c.t.Helper()
 	if err != nil {
 		c.t.Fatalf("Execute: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	lrpb "cloud.google.com/go/longrunning/autogen/longrunningpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -88,14 +89,15 @@ func TestWorkerKilledMidAction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	type outcome struct {
+		op   *lrpb.Operation
 		err  error
 		took time.Duration
 	}
 	done := make(chan outcome, 1)
 	start := time.Now()
 	go func() {
-		_, err := c.execute(ctx, action)
-		done <- outcome{err: err, took: time.Since(start)}
+		op, err := c.execute(ctx, action)
+		done <- outcome{op: op, err: err, took: time.Since(start)}
 	}()
 
 	victim := whichWorker(t, c, 1, w1, w2)
@@ -114,12 +116,8 @@ func TestWorkerKilledMidAction(t *testing.T) {
 		t.Errorf("the action started on %s %v after %s was killed", other.Name, d, victim.Name)
 	}
 	o := <-done
-	if o.err != nil {
-		t.Fatalf("Execute: %v", o.err)
-	}
+	res := c.requireSuccess(o.op, o.err)
 	t.Logf("Execute finished after %v", o.took)
-	// The result is the second run's, which the server also cached.
-	res := c.mustExecute(ctx, action)
 	if got := res.GetExecutionMetadata().GetWorker(); got != other.Name {
 		t.Errorf("result from worker %q, want %q", got, other.Name)
 	}
@@ -168,10 +166,14 @@ func TestWorkerSIGTERM(t *testing.T) {
 		action := c.shellAction(`echo $$ >> "$MARKS/pids"; ` + whereScript)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		done := make(chan error, 1)
+		type outcome struct {
+			op  *lrpb.Operation
+			err error
+		}
+		done := make(chan outcome, 1)
 		go func() {
-			_, err := c.execute(ctx, action)
-			done <- err
+			op, err := c.execute(ctx, action)
+			done <- outcome{op, err}
 		}()
 		victim := whichWorker(t, c, 1, w1, w2)
 		pid, err := strconv.Atoi(strings.Fields(c.mark("pids"))[0])
@@ -184,8 +186,10 @@ func TestWorkerSIGTERM(t *testing.T) {
 		if err := syscall.Kill(pid, 0); err == nil && !zombie(pid) {
 			t.Errorf("the action's shell (pid %d) outlived its worker", pid)
 		}
-		if err := <-done; err != nil {
-			t.Fatalf("Execute: %v", err)
+		o := <-done
+		res := c.requireSuccess(o.op, o.err)
+		if got := res.GetExecutionMetadata().GetWorker(); got == victim.Name {
+			t.Errorf("the result is from %s, which was stopped while running the action", got)
 		}
 		if lines := strings.Fields(c.mark("where")); len(lines) != 2 {
 			t.Errorf("the action ran %d times, want 2 (once on each worker)", len(lines))
