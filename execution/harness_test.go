@@ -95,7 +95,8 @@ type harness struct {
 // newHarness starts the server and a worker offering OSFamily=linux with slots slots.
 func newHarness(t *testing.T, slots int) *harness {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logs := &testWriter{t: t}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := &harness{
 		t:       t,
 		blobs:   &countingStore{BlobStore: cas.NewVerifyingStore(cas.NewEmptyBlobStore(memory.New(1 << 30)))},
@@ -176,6 +177,7 @@ func newHarness(t *testing.T, slots int) *harness {
 		bs.Close()
 		gs.Stop()
 		<-served
+		logs.stop()
 	})
 
 	// Wait for the worker, so that tests start with a platform that has a worker.
@@ -189,12 +191,28 @@ func newHarness(t *testing.T, slots int) *harness {
 	return h
 }
 
-// testWriter sends log lines to t.Log, so they show with -v or on failure.
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to t.Log, so they show with -v or on failure, until
+// stop: gRPC handlers may still log while they return after the server stopped, and
+// t.Log after the test has completed panics.
+type testWriter struct {
+	t       *testing.T
+	mu      sync.Mutex
+	stopped bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
 }
 
 // put uploads data through the CAS service and returns its digest.
