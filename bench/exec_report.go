@@ -111,25 +111,8 @@ func (rp *execReport) start() {
 
 // capabilities records and prints what the server advertised.
 func (rp *execReport) capabilities(caps *repb.ServerCapabilities) {
-	cc, ec := caps.GetCacheCapabilities(), caps.GetExecutionCapabilities()
-	// TODO: report.capabilities builds the same capsSummary for "kiln bench
-	// cas"; share one function once both commands settle.
-	c := capsSummary{
-		LowAPIVersion:          semver(caps.GetLowApiVersion()),
-		HighAPIVersion:         semver(caps.GetHighApiVersion()),
-		DigestFunctions:        []string{},
-		MaxBatchTotalSizeBytes: cc.GetMaxBatchTotalSizeBytes(),
-		MaxCASBlobSizeBytes:    cc.GetMaxCasBlobSizeBytes(),
-		Compressors:            []string{},
-		ActionCacheUpdates:     cc.GetActionCacheUpdateCapabilities().GetUpdateEnabled(),
-		Execution:              ec.GetExecEnabled(),
-	}
-	for _, f := range cc.GetDigestFunctions() {
-		c.DigestFunctions = append(c.DigestFunctions, f.String())
-	}
-	for _, z := range cc.GetSupportedCompressors() {
-		c.Compressors = append(c.Compressors, z.String())
-	}
+	ec := caps.GetExecutionCapabilities()
+	c := summarizeCapabilities(caps)
 	execFns := ec.GetDigestFunctions()
 	if len(execFns) == 0 && ec.GetDigestFunction() != repb.DigestFunction_UNKNOWN {
 		execFns = []repb.DigestFunction_Value{ec.GetDigestFunction()}
@@ -138,20 +121,9 @@ func (rp *execReport) capabilities(caps *repb.ServerCapabilities) {
 		rp.summary.ExecDigestFunctions = append(rp.summary.ExecDigestFunctions, f.String())
 	}
 	rp.summary.Capabilities = c
-
-	listOrNone := func(l []string) string {
-		if len(l) == 0 {
-			return "none"
-		}
-		return strings.Join(l, ",")
-	}
-	maxBatch := "no limit"
-	if c.MaxBatchTotalSizeBytes > 0 {
-		maxBatch = units.FormatSize(c.MaxBatchTotalSizeBytes)
-	}
 	rp.printf("server capabilities: REAPI %s..%s, execution %s (digest functions %s), CAS digest functions %s, max batch %s, action cache updates %s\n",
 		c.LowAPIVersion, c.HighAPIVersion, onOff(c.Execution), listOrNone(rp.summary.ExecDigestFunctions),
-		listOrNone(c.DigestFunctions), maxBatch, onOff(c.ActionCacheUpdates))
+		listOrNone(c.DigestFunctions), sizeOrNone(c.MaxBatchTotalSizeBytes), onOff(c.ActionCacheUpdates))
 }
 
 // prepared prints the workload once it is built.

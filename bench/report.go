@@ -118,6 +118,17 @@ func (rp *report) start() {
 // capabilities records and prints what the server advertised and the batch
 // limit that follows from it.
 func (rp *report) capabilities(caps *repb.ServerCapabilities, limit int64) {
+	c := summarizeCapabilities(caps)
+	rp.summary.Capabilities = c
+	rp.summary.BatchLimitBytes = limit
+	rp.printf("server capabilities: REAPI %s..%s, digest functions %s, max batch %s, max blob %s, compressors %s, action cache updates %s, execution %s\n",
+		c.LowAPIVersion, c.HighAPIVersion, listOrNone(c.DigestFunctions), sizeOrNone(c.MaxBatchTotalSizeBytes),
+		sizeOrNone(c.MaxCASBlobSizeBytes), listOrNone(c.Compressors), onOff(c.ActionCacheUpdates), onOff(c.Execution))
+}
+
+// summarizeCapabilities extracts what both load generators report of a
+// server's capabilities.
+func summarizeCapabilities(caps *repb.ServerCapabilities) capsSummary {
 	cc := caps.GetCacheCapabilities()
 	c := capsSummary{
 		LowAPIVersion:          semver(caps.GetLowApiVersion()),
@@ -135,24 +146,23 @@ func (rp *report) capabilities(caps *repb.ServerCapabilities, limit int64) {
 	for _, z := range cc.GetSupportedCompressors() {
 		c.Compressors = append(c.Compressors, z.String())
 	}
-	rp.summary.Capabilities = c
-	rp.summary.BatchLimitBytes = limit
+	return c
+}
 
-	sizeOrNone := func(n int64) string {
-		if n <= 0 {
-			return "no limit"
-		}
-		return units.FormatSize(n)
+// sizeOrNone formats a limit, where 0 or less means none.
+func sizeOrNone(n int64) string {
+	if n <= 0 {
+		return "no limit"
 	}
-	listOrNone := func(l []string) string {
-		if len(l) == 0 {
-			return "none"
-		}
-		return strings.Join(l, ",")
+	return units.FormatSize(n)
+}
+
+// listOrNone joins l with commas, or says none.
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
 	}
-	rp.printf("server capabilities: REAPI %s..%s, digest functions %s, max batch %s, max blob %s, compressors %s, action cache updates %s, execution %s\n",
-		c.LowAPIVersion, c.HighAPIVersion, listOrNone(c.DigestFunctions), sizeOrNone(c.MaxBatchTotalSizeBytes),
-		sizeOrNone(c.MaxCASBlobSizeBytes), listOrNone(c.Compressors), onOff(c.ActionCacheUpdates), onOff(c.Execution))
+	return strings.Join(l, ",")
 }
 
 // prepared prints the workload once it is generated.
