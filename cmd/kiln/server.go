@@ -186,6 +186,8 @@ func runServer(ctx context.Context, s serverSettings) error {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/", statusHandler(ex.sched, start))
+	registerSchedulerMetrics(reg, ex.sched)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// Profiles for the operator (the HTTP port is loopback by default).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
