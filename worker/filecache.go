@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,9 +61,18 @@ type fileCache struct {
 	tmpSeq   atomic.Uint64      // names temporary files
 
 	mu      sync.Mutex
-	entries map[cacheKey]*list.Element // values are *cacheEntry; guarded by mu
-	lru     *list.List                 // front is most recently used; guarded by mu
-	size    int64                      // total bytes of entries; guarded by mu
+	entries map[cacheKey]*list.Element     // values are *cacheEntry; guarded by mu
+	lru     *list.List                     // front is most recently used; guarded by mu
+	size    int64                          // total bytes of entries; guarded by mu
+	reads   map[digest.Digest]*batchFlight // batch reads in progress (see fill); guarded by mu
+}
+
+// batchFlight is the read of one digest by a fill call. Other fill calls
+// that need the digest wait for it rather than read it again.
+type batchFlight struct {
+	done chan struct{} // closed once data and err are set
+	data []byte        // the verified content when err is nil
+	err  error         // NotFound when the CAS lacks the blob
 }
 
 // cacheKey names one cache entry.
@@ -126,7 +136,10 @@ func (c *fileCache) path(k cacheKey) string {
 // newFileCache opens the cache in dir, creating it if needed, and rebuilds
 // its index from the files there.
 func newFileCache(dir string, maxBytes int64, log *slog.Logger) (*fileCache, error) {
-	c := &fileCache{dir: dir, maxBytes: maxBytes, log: log, entries: map[cacheKey]*list.Element{}, lru: list.New()}
+	c := &fileCache{
+		dir: dir, maxBytes: maxBytes, log: log,
+		entries: map[cacheKey]*list.Element{}, lru: list.New(), reads: map[digest.Digest]*batchFlight{},
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -350,11 +363,19 @@ func (c *fileCache) download(ctx context.Context, k cacheKey, fetch fetchFunc) e
 		os.Remove(tmp)
 		return err
 	}
-	final := c.path(k)
-	err := os.Chmod(tmp, k.mode())
-	if err == nil {
-		err = os.MkdirAll(filepath.Dir(final), 0o755)
+	if err := os.Chmod(tmp, k.mode()); err != nil {
+		os.Remove(tmp)
+		return status.Errorf(codes.Internal, "file cache: store %s: %v", k.d, err)
 	}
+	return c.publish(k, tmp)
+}
+
+// publish renames tmp, a complete and verified file with k's mode, into
+// place as k's entry and indexes it. A file already there is replaced:
+// it has the same content.
+func (c *fileCache) publish(k cacheKey, tmp string) error {
+	final := c.path(k)
+	err := os.MkdirAll(filepath.Dir(final), 0o755)
 	if err == nil {
 		err = os.Rename(tmp, final)
 	}
@@ -372,4 +393,194 @@ func (c *fileCache) download(ctx context.Context, k cacheKey, fetch fetchFunc) e
 	c.size += k.d.Size()
 	c.evictLocked()
 	return nil
+}
+
+// store writes data, verified content of k's digest, into the cache as k's
+// entry: into a temporary file, published with a rename, so that the entry
+// never holds partial data.
+func (c *fileCache) store(k cacheKey, data []byte) error {
+	tmp := filepath.Join(c.dir, "tmp", fmt.Sprintf("%s.%d", k.name(), c.tmpSeq.Add(1)))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, k.mode())
+	if err != nil {
+		return status.Errorf(codes.Internal, "file cache: store %s: %v", k.d, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(k.mode()) // the mode given to open is subject to the umask
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return status.Errorf(codes.Internal, "file cache: store %s: %v", k.d, err)
+	}
+	return c.publish(k, tmp)
+}
+
+// batchReadFunc reads blobs into memory and verifies them, like
+// casclient.Client.BatchRead: the map holds every blob found, and missing
+// ones make the error NotFound.
+type batchReadFunc func(ctx context.Context, ds []digest.Digest) (map[digest.Digest][]byte, error)
+
+// fillConcurrency bounds the batch reads of one fill call in flight.
+const fillConcurrency = 4
+
+// fill makes sure that the entries of keys are cached: it reads the
+// digests that are not, with read, in requests of at most chunkBytes of
+// content each (fillConcurrency at a time, so that what a fill holds in
+// memory is bounded), and writes each blob straight into the cache. A
+// digest that another fill call is reading is waited for, not read again.
+// Every key must fit the cache (size at most maxBytes) and not be empty.
+//
+// It returns the digests the CAS lacks, each once, in the order of keys;
+// the other entries are then cached, although a small cache may already
+// have evicted some again (link fetches those on its own). Other failures
+// are the error.
+func (c *fileCache) fill(ctx context.Context, keys []cacheKey, chunkBytes int64, read batchReadFunc) ([]digest.Digest, error) {
+	absent := map[digest.Digest]bool{}
+	for {
+		retry, err := c.fillOnce(ctx, keys, chunkBytes, read, absent)
+		if err != nil {
+			return nil, err
+		}
+		if !retry {
+			break
+		}
+	}
+	var missing []digest.Digest
+	for _, k := range keys {
+		if absent[k.d] {
+			missing = append(missing, k.d)
+			delete(absent, k.d)
+		}
+	}
+	return missing, nil
+}
+
+// fillOnce is one round of fill. Digests found missing are added to
+// absent and not asked for again. retry reports that a read this call
+// waited for failed because its owner's context ended while ours is live:
+// another round reads what is still needed.
+func (c *fileCache) fillOnce(ctx context.Context, keys []cacheKey, chunkBytes int64, read batchReadFunc, absent map[digest.Digest]bool) (retry bool, err error) {
+	need := map[digest.Digest][]cacheKey{} // keys not cached, by digest
+	var own []digest.Digest                // digests this call reads
+	mine := map[digest.Digest]*batchFlight{}
+	others := map[digest.Digest]*batchFlight{}
+	c.mu.Lock()
+	for _, k := range keys {
+		if _, ok := c.entries[k]; ok || absent[k.d] {
+			continue
+		}
+		if _, ok := need[k.d]; !ok {
+			if f, ok := c.reads[k.d]; ok {
+				others[k.d] = f
+			} else {
+				f := &batchFlight{done: make(chan struct{})}
+				c.reads[k.d] = f
+				mine[k.d] = f
+				own = append(own, k.d)
+			}
+		}
+		need[k.d] = append(need[k.d], k)
+	}
+	c.mu.Unlock()
+
+	// finish ends the flight of d: waiters see data or err.
+	finish := func(d digest.Digest, data []byte, err error) {
+		f := mine[d]
+		f.data, f.err = data, err
+		c.mu.Lock()
+		delete(c.reads, d)
+		c.mu.Unlock()
+		close(f.done)
+	}
+	var mu sync.Mutex // guards finished and absent while the reads run
+	finished := map[digest.Digest]bool{}
+	defer func() {
+		// Whatever was not read (an error stopped us) fails for the
+		// waiters too, with our error, or our context's.
+		ferr := err
+		if ferr == nil {
+			ferr = status.Error(codes.Internal, "file cache: read abandoned")
+		}
+		for d := range mine {
+			if !finished[d] {
+				finish(d, nil, ferr)
+			}
+		}
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fillConcurrency)
+	for start := 0; start < len(own); {
+		end, total := start, int64(0)
+		for end < len(own) && (end == start || total+own[end].Size() <= chunkBytes) {
+			total += own[end].Size()
+			end++
+		}
+		chunk := own[start:end]
+		start = end
+		g.Go(func() error {
+			blobs, err := read(gctx, chunk)
+			if err != nil && !rpcstatus.IsNotFound(err) {
+				return err
+			}
+			for _, d := range chunk {
+				data, ok := blobs[d]
+				if !ok {
+					mu.Lock()
+					absent[d] = true
+					finished[d] = true
+					mu.Unlock()
+					finish(d, nil, status.Errorf(codes.NotFound, "read blob %s: not found", d))
+					continue
+				}
+				for _, k := range need[d] {
+					if err := c.store(k, data); err != nil {
+						return err
+					}
+				}
+				mu.Lock()
+				finished[d] = true
+				mu.Unlock()
+				finish(d, data, nil)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return false, err
+	}
+
+	for d, f := range others {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return false, rpcstatus.FromContext(ctx)
+		}
+		code := rpcstatus.Code(f.err)
+		switch {
+		case f.err == nil:
+			// The reader stored the keys it needed; ours may differ
+			// (the executable entry and the plain one).
+			for _, k := range need[d] {
+				if !c.has(k) {
+					if err := c.store(k, f.data); err != nil {
+						return false, err
+					}
+				}
+			}
+		case code == codes.NotFound:
+			absent[d] = true
+		case code == codes.Canceled || code == codes.DeadlineExceeded:
+			if ctx.Err() != nil {
+				return false, rpcstatus.FromContext(ctx)
+			}
+			retry = true // the reader went away: read it ourselves
+		default:
+			return false, f.err
+		}
+	}
+	return retry, nil
 }

@@ -1,11 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,4 +151,184 @@ func TestFileCacheModes(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(c.dir, "tmp")); len(ents) != 0 {
 		t.Errorf("temporary files left: %v", ents)
 	}
+}
+
+// fakeBatchRead serves BatchRead from memory. Each call may be held until
+// release is closed; it counts the reads of each digest.
+type fakeBatchRead struct {
+	blobs   map[digest.Digest][]byte
+	started chan []digest.Digest // receives each call's digests, if not nil
+	release chan struct{}        // a call waits for it, if not nil
+	mu      sync.Mutex
+	reads   map[digest.Digest]int
+}
+
+func (f *fakeBatchRead) read(ctx context.Context, ds []digest.Digest) (map[digest.Digest][]byte, error) {
+	f.mu.Lock()
+	for _, d := range ds {
+		f.reads[d]++
+	}
+	f.mu.Unlock()
+	if f.started != nil {
+		f.started <- ds
+	}
+	if f.release != nil {
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	out := map[digest.Digest][]byte{}
+	var err error
+	for _, d := range ds {
+		if data, ok := f.blobs[d]; ok {
+			out[d] = data
+		} else {
+			err = status.Errorf(codes.NotFound, "blob %s", d)
+		}
+	}
+	return out, err
+}
+
+func (f *fakeBatchRead) readsOf(d digest.Digest) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reads[d]
+}
+
+func TestFileCacheFill(t *testing.T) {
+	newCache := func(t *testing.T) *fileCache {
+		c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	blobs := map[digest.Digest][]byte{}
+	var keys []cacheKey
+	for i := range 5 {
+		data := blobOf(100+i, fmt.Sprint("fill", i))
+		d := digest.FromBytes(digest.SHA256, data)
+		blobs[d] = data
+		keys = append(keys, cacheKey{d: d})
+	}
+	absent := cacheKey{d: digest.FromBytes(digest.SHA256, []byte("absent"))}
+
+	t.Run("StoresEachKeyFromOneRead", func(t *testing.T) {
+		// The plain and executable entries of one digest come from one
+		// read, in requests of at most chunkBytes (two blobs here).
+		c := newCache(t)
+		f := &fakeBatchRead{blobs: blobs, reads: map[digest.Digest]int{}, started: make(chan []digest.Digest, 10)}
+		want := append(append([]cacheKey{}, keys...), cacheKey{keys[0].d, true})
+		missing, err := c.fill(context.Background(), want, 210, f.read)
+		if err != nil || len(missing) != 0 {
+			t.Fatalf("fill: missing %v, err %v", missing, err)
+		}
+		close(f.started)
+		calls := 0
+		for ds := range f.started {
+			calls++
+			if len(ds) > 2 {
+				t.Errorf("a request for %d blobs, want at most 2", len(ds))
+			}
+		}
+		if calls != 3 {
+			t.Errorf("%d requests, want 3", calls)
+		}
+		for _, k := range want {
+			if n := f.readsOf(k.d); n != 1 {
+				t.Errorf("%s read %d times, want 1", k.d, n)
+			}
+			got, err := os.ReadFile(c.path(k))
+			fi, _ := os.Stat(c.path(k))
+			if err != nil || !bytes.Equal(got, blobs[k.d]) || fi.Mode().Perm() != k.mode() {
+				t.Errorf("entry %s: err %v, mode %v, content ok %v", k.name(), err, fi.Mode().Perm(), bytes.Equal(got, blobs[k.d]))
+			}
+			if !c.has(k) {
+				t.Errorf("entry %s not indexed", k.name())
+			}
+		}
+		if ents, _ := os.ReadDir(filepath.Join(c.dir, "tmp")); len(ents) != 0 {
+			t.Errorf("temporary files left: %v", ents)
+		}
+	})
+
+	t.Run("ReportsMissingInOrder", func(t *testing.T) {
+		c := newCache(t)
+		f := &fakeBatchRead{blobs: blobs, reads: map[digest.Digest]int{}}
+		other := cacheKey{d: digest.FromBytes(digest.SHA256, []byte("also absent"))}
+		missing, err := c.fill(context.Background(), []cacheKey{other, keys[1], absent, {other.d, true}}, 1<<20, f.read)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) != 2 || missing[0] != other.d || missing[1] != absent.d {
+			t.Errorf("missing %v, want %s then %s", missing, other.d, absent.d)
+		}
+		if !c.has(keys[1]) {
+			t.Errorf("the blob that was there is not cached")
+		}
+	})
+
+	t.Run("ConcurrentFillsShareReads", func(t *testing.T) {
+		// The second fill needs a blob the first is reading: it waits for
+		// that read, and stores the executable entry the first did not.
+		c := newCache(t)
+		f := &fakeBatchRead{blobs: blobs, reads: map[digest.Digest]int{}, started: make(chan []digest.Digest, 10), release: make(chan struct{})}
+		first := make(chan error, 1)
+		go func() {
+			_, err := c.fill(context.Background(), keys[:2], 1<<20, f.read)
+			first <- err
+		}()
+		<-f.started
+		second := make(chan error, 1)
+		go func() {
+			_, err := c.fill(context.Background(), []cacheKey{{keys[1].d, true}, keys[2]}, 1<<20, f.read)
+			second <- err
+		}()
+		if ds := <-f.started; len(ds) != 1 || ds[0] != keys[2].d {
+			t.Errorf("the second fill read %v, want only %s", ds, keys[2].d)
+		}
+		close(f.release)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-second; err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []cacheKey{keys[0], keys[1], {keys[1].d, true}, keys[2]} {
+			if !c.has(k) || f.readsOf(k.d) != 1 {
+				t.Errorf("%s: cached %v, read %d times; want cached, read once", k.name(), c.has(k), f.readsOf(k.d))
+			}
+		}
+	})
+
+	t.Run("WaiterReadsWhenTheReaderGivesUp", func(t *testing.T) {
+		// The first fill's context ends while it reads; the second,
+		// which waited for that read, reads the blob itself.
+		c := newCache(t)
+		f := &fakeBatchRead{blobs: blobs, reads: map[digest.Digest]int{}, started: make(chan []digest.Digest, 10), release: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		first := make(chan error, 1)
+		go func() {
+			_, err := c.fill(ctx, keys[3:4], 1<<20, f.read)
+			first <- err
+		}()
+		<-f.started
+		second := make(chan error, 1)
+		go func() {
+			_, err := c.fill(context.Background(), keys[3:4], 1<<20, f.read)
+			second <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // let the second fill find the read in progress
+		cancel()
+		if err := <-first; status.Code(err) != codes.Canceled {
+			t.Errorf("first fill: %v, want Canceled", err)
+		}
+		<-f.started // the second fill's own read
+		close(f.release)
+		if err := <-second; err != nil || !c.has(keys[3]) {
+			t.Errorf("second fill: %v, cached %v", err, c.has(keys[3]))
+		}
+	})
 }

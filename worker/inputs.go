@@ -156,10 +156,11 @@ type fileJob struct {
 
 // materialize creates the input tree below dst (an existing empty
 // directory): directories, symlinks, and files hardlinked from the cache,
-// downloading the files that are not cached. Before downloading it asks the
-// CAS for all of them at once, so that missing inputs are reported
-// together (FAILED_PRECONDITION, MISSING violations) rather than one per
-// attempt.
+// fetching the files that are not cached. Small files are read with
+// BatchReadBlobs, many per request, and written into the cache; large ones
+// are streamed into it with ByteStream. All files are looked for before
+// any is linked, so that missing inputs are reported together
+// (FAILED_PRECONDITION, MISSING violations) rather than one per attempt.
 func (w *worker) materialize(ctx context.Context, cl *casclient.Client, t *inputTree, dst string) error {
 	fn := cl.Function()
 	var jobs []fileJob
@@ -196,26 +197,65 @@ func (w *worker) materialize(ctx context.Context, cl *casclient.Client, t *input
 		}
 	}
 
-	var uncached []digest.Digest
+	// Files not cached yet: small ones are read in batches and written
+	// straight into the cache (a BatchReadBlobs answer also says which
+	// are missing); large ones are checked with FindMissingBlobs and
+	// streamed by the cache one by one when they are linked below.
+	var small []cacheKey
+	var large []digest.Digest
+	var order []digest.Digest // first appearance of each uncached digest
+	seen := map[cacheKey]bool{}
 	for _, j := range jobs {
-		if j.key.d.Size() > 0 && !w.cache.has(j.key) {
-			uncached = append(uncached, j.key.d)
+		k := j.key
+		if k.d.Size() == 0 || seen[k] || w.cache.has(k) {
+			continue
+		}
+		seen[k] = true
+		order = append(order, k.d)
+		if k.d.Size() <= cl.MaxBatchBlob() && k.d.Size() <= w.cache.maxBytes {
+			small = append(small, k)
+		} else {
+			large = append(large, k.d)
 		}
 	}
-	if len(uncached) > 0 {
-		missing, err := cl.FindMissing(ctx, uncached)
-		if err != nil {
+	var missingSmall, missingLarge []digest.Digest
+	g, gctx := errgroup.WithContext(ctx)
+	if len(large) > 0 {
+		g.Go(func() error {
+			var err error
+			missingLarge, err = cl.FindMissing(gctx, large)
 			return rpcstatus.Wrap(err, "input files")
+		})
+	}
+	if len(small) > 0 {
+		g.Go(func() error {
+			var err error
+			missingSmall, err = w.cache.fill(gctx, small, cl.MaxBatchBytes(), cl.BatchRead)
+			return rpcstatus.Wrap(err, "input files")
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(missingSmall)+len(missingLarge) > 0 {
+		gone := map[digest.Digest]bool{}
+		for _, d := range append(missingSmall, missingLarge...) {
+			gone[d] = true
 		}
-		if len(missing) > 0 {
-			return missingBlobsError("input root "+t.root.String(), missing)
+		var missing []digest.Digest
+		for _, d := range order {
+			if gone[d] {
+				missing = append(missing, d)
+				delete(gone, d)
+			}
 		}
+		return missingBlobsError("input root "+t.root.String(), missing)
 	}
 
 	fetch := func(ctx context.Context, d digest.Digest, path string) error {
 		return cl.DownloadToFile(ctx, d, path, false)
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(linkConcurrency)
 	for _, j := range jobs {
 		g.Go(func() error {

@@ -106,6 +106,14 @@ func (c *Client) Instance() string { return c.instance }
 // Function returns the client's digest function.
 func (c *Client) Function() digest.Function { return c.fn }
 
+// MaxBatchBytes returns the total size of one batch request, per-blob
+// overhead included: what BatchRead and Upload pack requests up to.
+func (c *Client) MaxBatchBytes() int64 { return c.maxBatch }
+
+// MaxBatchBlob returns the size of the largest blob that BatchRead and
+// Upload send in a batch request; larger ones go through ByteStream.
+func (c *Client) MaxBatchBlob() int64 { return c.maxSmall }
+
 // checkFunction rejects a digest of another function than the client's: it
 // would be sent under the wrong digest_function.
 func (c *Client) checkFunction(d digest.Digest) error {
