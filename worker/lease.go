@@ -3,9 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -189,11 +187,16 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 		return errorResponse(err), noCleanup
 	}
 	log = log.With("action", p.actionDigest.String())
-	dir := filepath.Join(w.buildDir, w.buildDirName(a.GetLeaseId()))
+	dir, err := w.dirs.take(w.buildDirName(a.GetLeaseId()))
+	if err != nil {
+		log.Error("could not make a build directory", "err", err)
+		return errorResponse(err), noCleanup
+	}
 	cleanup := func() {
-		if err := removeTree(dir); err != nil {
-			log.Error("could not remove a build directory", "dir", dir, "err", err)
+		if err := removeTree(dir.dir); err != nil {
+			log.Error("could not remove a build directory", "dir", dir.dir, "err", err)
 		}
+		w.dirs.done()
 	}
 	resp, err := w.run(ctx, p, a.GetInstanceName(), dir, md)
 	if err != nil {
@@ -209,20 +212,17 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 	return resp, cleanup
 }
 
-// run does the work of one action in the build directory dir. An error
+// run does the work of one action in the fresh build directory dir. An error
 // means no result (the command did not run, or its outputs could not be
 // stored); otherwise the response holds the result and, for a timeout or a
 // faulty output, a status.
-func (w *worker) run(ctx context.Context, p *assignment, instance, dir string, md *repb.ExecutedActionMetadata) (*repb.ExecuteResponse, error) {
+func (w *worker) run(ctx context.Context, p *assignment, instance string, dir buildDir, md *repb.ExecutedActionMetadata) (*repb.ExecuteResponse, error) {
 	timeout, err := w.timeout(p.action)
 	if err != nil {
 		return nil, err
 	}
 	cl := casclient.New(w.cfg.Conn, instance, p.fn, w.maxBatch.Load())
-	root := filepath.Join(dir, "root")
-	if err := mkdirs(dir, root); err != nil {
-		return nil, err
-	}
+	root := dir.root
 
 	md.InputFetchStartTimestamp = timestamppb.Now()
 	tree, err := fetchInputTree(ctx, cl, p.inputRoot)
@@ -264,8 +264,8 @@ func (w *worker) run(ctx context.Context, p *assignment, instance, dir string, m
 		Env:        env,
 		Dir:        wdHost,
 		BuildDir:   root,
-		StdoutPath: filepath.Join(dir, "stdout"),
-		StderrPath: filepath.Join(dir, "stderr"),
+		StdoutPath: dir.stdout,
+		StderrPath: dir.stderr,
 		Timeout:    timeout,
 		Platform:   platform.GetProperties(),
 	}
@@ -311,14 +311,4 @@ func (w *worker) run(ctx context.Context, p *assignment, instance, dir string, m
 		resp.Status = status.Convert(out.problem).Proto()
 	}
 	return resp, nil
-}
-
-// mkdirs creates each directory; its parent must exist.
-func mkdirs(dirs ...string) error {
-	for _, d := range dirs {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return status.Errorf(codes.Internal, "build directory: %v", err)
-		}
-	}
-	return nil
 }

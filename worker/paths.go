@@ -91,6 +91,9 @@ func parentOf(p string) string {
 // anything outside root. A component that exists and is not a directory is
 // InvalidArgument.
 func mkdirInRoot(root, rel string) (string, error) {
+	if rel == "" {
+		return root, nil // root itself, which exists
+	}
 	p, err := resolveInRoot(root, rel)
 	if err != nil {
 		return "", status.Errorf(codes.InvalidArgument, "directory %q: %v", rel, err)

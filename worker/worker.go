@@ -14,9 +14,11 @@
 //	build/<n>-<lease>/root     the input root: the command's filesystem view
 //	build/<n>-<lease>/stdout   its output, outside the input root
 //	build/<n>-<lease>/stderr
+//	spare/<n>/                 build directories made ahead (see buildDirs)
 //	cache/                     the file cache (see fileCache)
 //
-// Goroutines: Run owns the session loop; a session owns its heartbeat
+// Goroutines: Run owns the session loop and the goroutine that makes spare
+// build directories; a session owns its heartbeat
 // goroutine and one goroutine per lease, and waits for all of them before
 // it returns, so leases never outlive the session that received them.
 package worker
@@ -89,6 +91,7 @@ type worker struct {
 	cache    *fileCache
 	buildDir string        // canonical WorkDir/build
 	buildSeq atomic.Uint64 // numbers build directories
+	dirs     *buildDirs    // makes build directories, with spares under WorkDir/spare
 	maxBatch atomic.Int64  // the CAS batch limit, from the last Capabilities call
 }
 
@@ -122,6 +125,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := w.prepare(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	var bg sync.WaitGroup
+	defer bg.Wait() // Run returns only once ctx has ended, which stops bg's goroutines
+	bg.Go(func() { w.dirs.run(ctx) })
 	delay := minBackoff
 	failing := false // a failure has been logged since the last session
 	for {
@@ -149,8 +155,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
+// maxSpareBuildDirs caps the spare build directories kept ready: two per
+// slot, so that a lease finds one even while the spare of the lease
+// before it is still being replaced.
+const maxSpareBuildDirs = 256
+
 // prepare creates the work directory, removes stale build directories and
-// opens the file cache.
+// spares, and opens the file cache.
 func (w *worker) prepare() error {
 	if err := os.MkdirAll(w.cfg.WorkDir, 0o755); err != nil {
 		return err
@@ -171,6 +182,14 @@ func (w *worker) prepare() error {
 	if err := os.Mkdir(w.buildDir, 0o755); err != nil {
 		return err
 	}
+	spare := filepath.Join(work, "spare")
+	if err := removeTree(spare); err != nil {
+		return fmt.Errorf("remove stale spare build directories: %w", err)
+	}
+	if err := os.Mkdir(spare, 0o755); err != nil {
+		return err
+	}
+	w.dirs = newBuildDirs(w.buildDir, spare, min(2*w.cfg.Slots, maxSpareBuildDirs), w.log)
 	w.cache, err = newFileCache(filepath.Join(work, "cache"), w.cfg.CacheSize, w.log)
 	return err
 }
