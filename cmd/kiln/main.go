@@ -11,9 +11,13 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/worker/runner"
 )
 
 func main() {
+	// First of all: a sandboxed action's init is a copy of this binary.
+	runner.MaybeRunInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{

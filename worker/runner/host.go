@@ -30,7 +30,7 @@ const defaultPath = "/bin:/usr/bin"
 // and again when the command exits, the whole group gets SIGKILL, so
 // background children (even ones that ignore SIGTERM) never outlive their
 // action. A process that leaves the group with setsid(2) or setpgid(2)
-// escapes this; only the hermetic runner, with a PID namespace whose end
+// escapes this; only the Sandbox runner, with a PID namespace whose end
 // kills every process in it, closes that hole.
 type Host struct{}
 

@@ -5,9 +5,13 @@
 // timeout that kills the whole process tree. It knows nothing of the CAS:
 // the worker materializes inputs before Run and collects outputs after.
 //
-// Host mode (NewHost) runs the command directly on the host; a hermetic
-// mode (the input root as the whole filesystem, in new namespaces) is a
-// second implementation of the same interface.
+// Two implementations: Host (NewHost) runs the command directly on the
+// host, as the worker's user. Sandbox (NewSandbox) runs it in new
+// namespaces as an unprivileged user, in the mode the action's platform
+// properties choose: host (the host's filesystem read-only, the build
+// directory writable) or hermetic (the input root as the whole
+// filesystem). See PropertySandbox and PropertyNetwork for the property
+// names, and MaybeRunInit for what a binary using Sandbox must call.
 package runner
 
 import (
