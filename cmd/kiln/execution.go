@@ -21,7 +21,6 @@ import (
 	"github.com/kiln-build/kiln/internal/grpcaddr"
 	"github.com/kiln-build/kiln/scheduler"
 	"github.com/kiln-build/kiln/worker"
-	"github.com/kiln-build/kiln/worker/runner"
 )
 
 // heartbeatInterval is how often workers report; WorkerTimeout should be a
@@ -117,16 +116,17 @@ func (e *executionServer) startLocalWorker(ctx context.Context, grpcAddr string)
 	if err != nil {
 		return err
 	}
+	run, props := localRunner(e.log, e.s.data)
 	cfg := worker.Config{
 		Conn:           conn,
 		Name:           "local",
 		Slots:          e.s.workers,
-		Properties:     defaultWorkerProperties(nil),
+		Properties:     props,
 		WorkDir:        filepath.Join(e.s.data, "worker"),
 		CacheSize:      e.s.workerCacheSize,
 		DefaultTimeout: e.s.defaultTimeout,
 		MaxTimeout:     e.s.maxTimeout,
-		Runner:         runner.NewHost(),
+		Runner:         run,
 		Logger:         e.log.With("worker", "local"),
 	}
 	e.wg.Add(1)

@@ -14,7 +14,6 @@ import (
 	"github.com/kiln-build/kiln/api/workerpb"
 	"github.com/kiln-build/kiln/internal/grpcaddr"
 	"github.com/kiln-build/kiln/worker"
-	"github.com/kiln-build/kiln/worker/runner"
 )
 
 // newWorkerCmd returns "kiln worker", a build machine that dials out to a
@@ -30,6 +29,7 @@ func newWorkerCmd() *cobra.Command {
 		defaultTimeout = 10 * time.Minute
 		maxTimeout     = time.Hour
 		logLevel       = "info"
+		sandbox        = defaultSandboxFlags()
 	)
 	cmd := &cobra.Command{
 		Use:   "worker --server ADDR",
@@ -43,11 +43,29 @@ files come from a local cache there (--cache-size), hardlinked into each
 build directory, so a file is downloaded once per machine.
 
 Platform properties: OSFamily (from the OS), ISA (x86-64, aarch64, ...) and
-sandbox=host are always announced; --platform KEY=VALUE adds properties, and
-replaces the default of the same KEY. Repeat it for several values.
+sandbox=host are always announced; with the sandbox also sandbox=hermetic,
+network=off, and network=on with --sandbox-network. --platform KEY=VALUE
+adds properties, and replaces the defaults of the same KEY. Repeat it for
+several values.
 
-Commands run directly on the host (sandbox=host), as the worker's user, with
-exactly the environment the action asks for.`,
+Commands run with exactly the environment the action asks for. By default
+(--sandbox=auto) they run in a sandbox when this machine can (Linux user
+namespaces; kiln checks at start): new user, mount, PID, network, IPC and
+UTS namespaces, as an unprivileged user (--sandbox-uid), with limits
+(--max-processes, --max-open-files, --max-file-size, --max-memory), and
+without network unless the action asks for network=on and the worker
+allows it (--sandbox-network). The action's platform property sandbox
+chooses the mode:
+
+  sandbox=host      (the default) the host's filesystem read-only, the
+                    build directory writable, a private /tmp; the work
+                    directory hidden. What Bazel's C++ toolchains need.
+  sandbox=hermetic  the input root is the whole filesystem, plus /dev,
+                    /proc and an empty /tmp: the toolchain comes with the
+                    action.
+
+With --sandbox=none commands run directly on the host, as the worker's
+user (sandbox=host is still announced).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			extra, err := parsePlatformFlags(platform)
@@ -85,7 +103,16 @@ exactly the environment the action asks for.`,
 			}
 			defer conn.Close()
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			props := defaultWorkerProperties(extra)
+			// The work directory exists before the sandbox is checked,
+			// so that actions never see it.
+			if err := os.MkdirAll(workDir, 0o755); err != nil {
+				return err
+			}
+			run, sandboxProps, err := sandbox.newRunner(log, []string{workDir})
+			if err != nil {
+				return err
+			}
+			props := withSandboxProperties(defaultWorkerProperties(extra), extra, sandboxProps)
 			log.Info("kiln worker starting", "server", server, "name", name, "slots", slots,
 				"work_dir", workDir, "platform", formatProperties(props))
 			return worker.Run(cmd.Context(), worker.Config{
@@ -97,7 +124,7 @@ exactly the environment the action asks for.`,
 				CacheSize:      cacheSize,
 				DefaultTimeout: defaultTimeout,
 				MaxTimeout:     maxTimeout,
-				Runner:         runner.NewHost(),
+				Runner:         run,
 				Logger:         log,
 			})
 		},
@@ -112,6 +139,7 @@ exactly the environment the action asks for.`,
 	f.DurationVar(&defaultTimeout, "default-timeout", defaultTimeout, "timeout of actions that set none (0: none)")
 	f.DurationVar(&maxTimeout, "max-timeout", maxTimeout, "longest timeout any action gets (0: no cap)")
 	f.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	sandbox.register(f)
 	_ = cmd.MarkFlagRequired("server") // cannot fail: the flag exists
 	return cmd
 }
