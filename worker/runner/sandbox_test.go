@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kiln-build/kiln/worker/runner"
+	"github.com/kiln-build/kiln/worker/runner/runnertest"
 )
 
 // sandboxConfig is the configuration of the tests: the default user when
@@ -505,7 +506,7 @@ func helperRequest(t *testing.T, helper string) runner.Request {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := linkOrCopy(exe, filepath.Join(req.BuildDir, "helper"), fi.Mode()); err != nil {
+	if err := runnertest.LinkOrCopy(exe, filepath.Join(req.BuildDir, "helper"), fi.Mode()); err != nil {
 		t.Fatal(err)
 	}
 	req.Args = []string{"./helper"}

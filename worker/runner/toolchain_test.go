@@ -4,56 +4,13 @@ import (
 	"context"
 	"debug/elf"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kiln-build/kiln/worker/runner"
+	"github.com/kiln-build/kiln/worker/runner/runnertest"
 )
-
-// gccTree lays out in root a toolchain made of the host's gcc, the way a
-// client would capture it: the driver, cc1, gcc's own headers, the
-// assembler (in /tools, the only PATH entry, where gcc finds it), their
-// shared libraries and the ELF loader. Nothing else of the host.
-func gccTree(t testing.TB, root string, withAs bool) {
-	t.Helper()
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("no gcc on this machine")
-	}
-	out, err := exec.Command(gcc, "-print-prog-name=cc1").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc1 := strings.TrimSpace(string(out))
-	out, err = exec.Command(gcc, "-print-file-name=include").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	include := strings.TrimSpace(string(out))
-	addToTree(t, root, "/usr/bin/gcc", cc1, include)
-	if withAs {
-		as, err := exec.LookPath("as")
-		if err != nil {
-			t.Skip("no as on this machine")
-		}
-		real, err := filepath.EvalSymlinks(as)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addToTree(t, root, real)
-		os.MkdirAll(filepath.Join(root, "tools"), 0o755)
-		if err := os.Symlink(real, filepath.Join(root, "tools", "as")); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// compileSource uses a header from gcc's own include directory.
-const compileSource = `#include <stddef.h>
-int answer(void) { return (int)sizeof(size_t) * 6 - 6; }
-`
 
 func TestHermeticCompileWithAToolchainTree(t *testing.T) {
 	s := newSandbox(t, sandboxConfig())
@@ -65,7 +22,7 @@ func TestHermeticCompileWithAToolchainTree(t *testing.T) {
 		gccTree(t, req.BuildDir, withAs)
 		os.MkdirAll(filepath.Join(req.BuildDir, "src"), 0o755)
 		os.MkdirAll(filepath.Join(req.BuildDir, "out"), 0o755)
-		os.WriteFile(filepath.Join(req.BuildDir, "src", "answer.c"), []byte(compileSource), 0o444)
+		os.WriteFile(filepath.Join(req.BuildDir, "src", "answer.c"), []byte(runnertest.CompileSource), 0o444)
 		res, err := s.Run(context.Background(), req)
 		if err != nil {
 			t.Fatal(err)
