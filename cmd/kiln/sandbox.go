@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/api/workerpb"
 	"github.com/kiln-build/kiln/worker/runner"
@@ -28,12 +29,25 @@ type sandboxFlags struct {
 }
 
 // defaultSandboxFlags are the defaults of kiln worker, and the settings of
-// kiln server's in-process worker.
+// kiln server's in-process worker. The limits are capped at the process's
+// own hard limits, which a sandbox cannot exceed.
 func defaultSandboxFlags() sandboxFlags {
 	return sandboxFlags{
 		mode: sandboxAuto, uid: -1, gid: -1,
-		limits: runner.Limits{Processes: 4096, OpenFiles: 65536},
+		limits: runner.Limits{
+			Processes: capAtHardLimit(unix.RLIMIT_NPROC, 4096),
+			OpenFiles: capAtHardLimit(unix.RLIMIT_NOFILE, 65536),
+		},
 	}
+}
+
+// capAtHardLimit returns n, or the hard limit of resource if lower.
+func capAtHardLimit(resource int, n int64) int64 {
+	var lim unix.Rlimit
+	if unix.Getrlimit(resource, &lim) == nil && lim.Max < uint64(n) {
+		return int64(lim.Max)
+	}
+	return n
 }
 
 func (f *sandboxFlags) register(fs *pflag.FlagSet) {

@@ -123,6 +123,9 @@ func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 	case l.MemoryBytes != 0 && l.MemoryBytes < 64<<20:
 		return nil, fmt.Errorf("sandbox: memory limit %d bytes: want at least 64 MiB", l.MemoryBytes)
 	}
+	if err := checkHardLimits(l); err != nil {
+		return nil, err
+	}
 	s := &Sandbox{cfg: cfg, root: os.Geteuid() == 0, exe: "/proc/self/exe"}
 	if s.root {
 		s.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
@@ -145,6 +148,39 @@ func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 		return nil, fmt.Errorf("sandbox unavailable: %w", err)
 	}
 	return s, nil
+}
+
+// rlimits pairs each limit with its rlimit.
+func (l Limits) rlimits() []struct {
+	name     string
+	resource int
+	value    int64
+} {
+	return []struct {
+		name     string
+		resource int
+		value    int64
+	}{
+		{"processes", unix.RLIMIT_NPROC, l.Processes},
+		{"open files", unix.RLIMIT_NOFILE, l.OpenFiles},
+		{"file size", unix.RLIMIT_FSIZE, l.FileSizeBytes},
+		{"memory", unix.RLIMIT_DATA, l.MemoryBytes},
+	}
+}
+
+// checkHardLimits checks that no limit is above the worker's own hard
+// limit: the init, privileged only in its user namespace, cannot raise one.
+func checkHardLimits(l Limits) error {
+	for _, r := range l.rlimits() {
+		var cur unix.Rlimit
+		if r.value == 0 || unix.Getrlimit(r.resource, &cur) != nil || cur.Max == unix.RLIM_INFINITY {
+			continue
+		}
+		if uint64(r.value) > cur.Max {
+			return fmt.Errorf("sandbox: %s limit %d is above the worker's own hard limit, %d", r.name, r.value, cur.Max)
+		}
+	}
+	return nil
 }
 
 // Properties returns the platform properties that a worker with this

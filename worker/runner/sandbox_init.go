@@ -72,15 +72,15 @@ func runSpec(spec *initSpec, rep *initReport) error {
 	if err := setupSandbox(spec); err != nil {
 		return status.Errorf(codes.Internal, "sandbox init (%s mode): %v", modeName(spec.Hermetic), err)
 	}
+	if err := restrict(spec); err != nil {
+		return status.Errorf(codes.Internal, "sandbox init: %v", err)
+	}
 	if spec.Probe {
 		return nil
 	}
 	prog, err := lookPath(spec.Args[0], spec.Dir, spec.Env)
 	if err != nil {
 		return err
-	}
-	if err := restrict(spec); err != nil {
-		return status.Errorf(codes.Internal, "sandbox init: %v", err)
 	}
 	attr := &os.ProcAttr{
 		Dir:   spec.Dir,
@@ -343,29 +343,16 @@ const (
 // setuid, no file capabilities), and when it stays ns root, securebits
 // that withhold root's capabilities at execve.
 func restrict(spec *initSpec) error {
-	l := spec.Limits
-	for _, r := range []struct {
-		name     string
-		resource int
-		value    int64
-	}{
-		{"processes", unix.RLIMIT_NPROC, l.Processes},
-		{"file size", unix.RLIMIT_FSIZE, l.FileSizeBytes},
-		{"memory", unix.RLIMIT_DATA, l.MemoryBytes},
-	} {
-		if r.value > 0 {
-			lim := unix.Rlimit{Cur: uint64(r.value), Max: uint64(r.value)}
-			if err := unix.Setrlimit(r.resource, &lim); err != nil {
-				return fmt.Errorf("%s limit: %w", r.name, err)
-			}
+	for _, r := range spec.Limits.rlimits() {
+		if r.value <= 0 {
+			continue
 		}
-	}
-	if l.OpenFiles > 0 {
-		// syscall.Setrlimit, not unix's: it also stops os.StartProcess
-		// from restoring the soft limit Go found at startup.
-		lim := syscall.Rlimit{Cur: uint64(l.OpenFiles), Max: uint64(l.OpenFiles)}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return fmt.Errorf("open files limit: %w", err)
+		// syscall.Setrlimit, not unix's: for RLIMIT_NOFILE it also stops
+		// os.StartProcess from restoring the soft limit Go found at
+		// startup.
+		lim := syscall.Rlimit{Cur: uint64(r.value), Max: uint64(r.value)}
+		if err := syscall.Setrlimit(r.resource, &lim); err != nil {
+			return fmt.Errorf("%s limit %d: %w", r.name, r.value, err)
 		}
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {

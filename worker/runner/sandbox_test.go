@@ -617,6 +617,20 @@ func TestSandboxConfigErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("AboveTheHardLimit", func(t *testing.T) {
+		// The init cannot raise a hard limit: checked at start, not
+		// at the first action.
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<40 {
+			t.Skip("no hard limit on open files")
+		}
+		cfg := sandboxConfig()
+		cfg.Limits.OpenFiles = int64(lim.Max) + 1
+		msg := fmt.Sprintf("sandbox: open files limit %d is above the worker's own hard limit, %d", lim.Max+1, lim.Max)
+		if _, err := runner.NewSandbox(cfg); err == nil || err.Error() != msg {
+			t.Fatalf("got %v, want %q", err, msg)
+		}
+	})
 }
 
 func TestSandboxProperties(t *testing.T) {
