@@ -278,7 +278,10 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 
 	md.OutputUploadStartTimestamp = timestamppb.Now()
 	result := &repb.ActionResult{ExitCode: int32(res.ExitCode), ExecutionMetadata: md}
-	out := &outputs{fn: p.fn, root: root, wd: wd, format: cmd.GetOutputDirectoryFormat(), result: result}
+	out := &outputs{
+		fn: p.fn, root: root, wd: wd, format: cmd.GetOutputDirectoryFormat(), result: result,
+		maxData: cl.MaxBatchBlob(), inlineLeft: maxInlineOutputBytes,
+	}
 	for _, std := range []struct {
 		path string
 		set  func(*repb.Digest)
@@ -286,19 +289,18 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 		{req.StdoutPath, func(d *repb.Digest) { result.StdoutDigest = d }},
 		{req.StderrPath, func(d *repb.Digest) { result.StderrDigest = d }},
 	} {
-		d, err := casclient.DigestFile(p.fn, std.path)
+		d, err := out.file(std.path)
 		if err != nil {
 			return nil, err
 		}
 		std.set(d.Proto())
-		out.blobs = append(out.blobs, casclient.Blob{Digest: d, Path: std.path})
 	}
 	// A timed-out action's outputs are collected too: whatever it wrote
 	// may help the user see how far it got.
 	if err := out.collect(cmd); err != nil {
 		return nil, err
 	}
-	if err := cl.UploadMissing(ctx, out.blobs); err != nil {
+	if err := cl.UploadNew(ctx, out.blobs); err != nil {
 		return nil, rpcstatus.Wrap(err, "upload outputs")
 	}
 	md.OutputUploadCompletedTimestamp = timestamppb.Now()

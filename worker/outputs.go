@@ -32,6 +32,10 @@ type outputs struct {
 	format repb.Command_OutputDirectoryFormat
 	result *repb.ActionResult
 	blobs  []casclient.Blob
+	// maxData is the largest file read into memory (the CAS client's
+	// batch blob limit); inlineLeft is what the action may still read
+	// into memory in all, from maxInlineOutputBytes.
+	maxData, inlineLeft int64
 	// problem is the first output that violates the spec (a directory
 	// listed as an output file, an absolute symlink target): it becomes
 	// the response's status.
@@ -47,6 +51,23 @@ const (
 	kindFile
 	kindDirectory
 )
+
+// maxInlineOutputBytes bounds the output bytes one action holds in
+// memory for upload; files beyond it are read again when sent.
+const maxInlineOutputBytes = 16 << 20
+
+// file queues the regular file at host for upload and returns its digest.
+// It reads the file once: a small file is kept in memory (within the
+// action's budget) and sent from there, so it is never read twice.
+func (o *outputs) file(host string) (digest.Digest, error) {
+	b, err := casclient.FileBlob(o.fn, host, min(o.maxData, o.inlineLeft))
+	if err != nil {
+		return digest.Digest{}, err
+	}
+	o.inlineLeft -= int64(len(b.Data))
+	o.blobs = append(o.blobs, b)
+	return b.Digest, nil
+}
 
 func (o *outputs) fail(err error) {
 	if o.problem == nil {
@@ -136,11 +157,10 @@ func (o *outputs) one(p string, expect, legacy outputKind) error {
 			o.fail(status.Errorf(codes.FailedPrecondition, "output directory %q is a regular file", p))
 			return nil
 		}
-		d, err := casclient.DigestFile(o.fn, host)
+		d, err := o.file(host)
 		if err != nil {
 			return err
 		}
-		o.blobs = append(o.blobs, casclient.Blob{Digest: d, Path: host})
 		o.result.OutputFiles = append(o.result.OutputFiles, &repb.OutputFile{Path: p, Digest: d.Proto(), IsExecutable: fi.Mode()&0o111 != 0})
 	case fi.IsDir():
 		if expect == kindFile {
@@ -190,11 +210,10 @@ func (o *outputs) tree(host string) (*repb.OutputDirectory, error) {
 				if err != nil {
 					return nil, digest.Digest{}, status.Errorf(codes.Internal, "output directory: %v", err)
 				}
-				d, err := casclient.DigestFile(o.fn, p)
+				d, err := o.file(p)
 				if err != nil {
 					return nil, digest.Digest{}, err
 				}
-				o.blobs = append(o.blobs, casclient.Blob{Digest: d, Path: p})
 				out.Files = append(out.Files, &repb.FileNode{Name: ent.Name(), Digest: d.Proto(), IsExecutable: fi.Mode()&0o111 != 0})
 			}
 		}

@@ -375,3 +375,97 @@ func TestGetTree(t *testing.T) {
 	_, err := c.GetTree(ctx, absent)
 	requireCode(t, err, codes.NotFound, "get tree "+absent.String())
 }
+
+func TestFileBlob(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	small, large := randomBytes(1000), randomBytes(5000)
+	for _, tc := range []struct {
+		name     string
+		data     []byte
+		maxData  int64
+		wantData bool
+	}{
+		{"SmallIsKeptInMemory", small, 4096, true},
+		{"AtTheLimitIsKeptInMemory", small, 1000, true},
+		{"LargeIsReadAgainWhenSent", large, 4096, false},
+		{"NothingInMemoryWithAZeroLimit", small, 0, false},
+		{"EmptyIsKeptInMemory", nil, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(tc.name, tc.data)
+			b, err := casclient.FileBlob(digest.SHA256, p, tc.maxData)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := digest.FromBytes(digest.SHA256, tc.data); b.Digest != want {
+				t.Errorf("digest %s, want %s", b.Digest, want)
+			}
+			if tc.wantData && (b.Path != "" || !bytes.Equal(b.Data, tc.data) || b.Data == nil) {
+				t.Errorf("path %q, %d bytes of data; want the content in memory", b.Path, len(b.Data))
+			}
+			if !tc.wantData && (b.Path != p || b.Data != nil) {
+				t.Errorf("path %q, %d bytes of data; want the path only", b.Path, len(b.Data))
+			}
+		})
+	}
+	t.Run("SymlinkIsNotFollowed", func(t *testing.T) {
+		p := filepath.Join(dir, "link")
+		if err := os.Symlink(write("target", small), p); err != nil {
+			t.Fatal(err)
+		}
+		_, err := casclient.FileBlob(digest.SHA256, p, 4096)
+		requireCode(t, err, codes.Internal, "link")
+	})
+	t.Run("MissingFile", func(t *testing.T) {
+		_, err := casclient.FileBlob(digest.SHA256, filepath.Join(dir, "absent"), 4096)
+		requireCode(t, err, codes.InvalidArgument, "absent")
+	})
+}
+
+func TestUploadNew(t *testing.T) {
+	// Blobs in memory that fit a batch are sent without a question; blobs
+	// named by path are asked about, and sent only if missing.
+	ctx := context.Background()
+	e := newEnv(t, 1<<20)
+	c := e.client(t)
+	dir := t.TempDir()
+	mem := randomBytes(100)
+	onDisk, present := randomBytes(200), randomBytes(300)
+	pd := digest.FromBytes(digest.SHA256, present)
+	if err := c.Upload(ctx, []casclient.Blob{{Digest: pd, Data: present}}); err != nil {
+		t.Fatal(err)
+	}
+	blob := func(data []byte) casclient.Blob {
+		p := filepath.Join(dir, digest.FromBytes(digest.SHA256, data).Hash())
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return casclient.Blob{Digest: digest.FromBytes(digest.SHA256, data), Path: p}
+	}
+	e.take()
+	md := digest.FromBytes(digest.SHA256, mem)
+	if err := c.UploadNew(ctx, []casclient.Blob{{Digest: md, Data: mem}, blob(onDisk), blob(present)}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := e.take(); calls["FindMissingBlobs"] != 1 || calls["BatchUpdateBlobs"] != 2 {
+		t.Errorf("calls %v, want 1 FindMissingBlobs (for the files) and 2 BatchUpdateBlobs", calls)
+	}
+	missing, err := c.FindMissing(ctx, []digest.Digest{md, digest.FromBytes(digest.SHA256, onDisk), pd})
+	if err != nil || len(missing) != 0 {
+		t.Errorf("missing after UploadNew: %v, err %v", missing, err)
+	}
+	e.take()
+	if err := c.UploadNew(ctx, []casclient.Blob{{Digest: md, Data: mem}}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := e.take(); calls["FindMissingBlobs"] != 0 || calls["BatchUpdateBlobs"] != 1 {
+		t.Errorf("calls %v, want only BatchUpdateBlobs", calls)
+	}
+}

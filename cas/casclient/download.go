@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bspb "google.golang.org/genproto/googleapis/bytestream"
@@ -326,6 +327,42 @@ func (c *Client) getTreePage(ctx context.Context, root digest.Digest, token stri
 		*dirs = append(*dirs, resp.GetDirectories()...)
 		next = resp.GetNextPageToken()
 	}
+}
+
+// FileBlob reads the file at path once, hashing it, and returns it as a
+// Blob to upload: with its content in Data when it has at most maxData
+// bytes, else by Path, to be read again when it is sent. A symlink at path
+// is not followed: that is an Internal error. Data holds exactly the bytes
+// that were hashed, whatever happens to the file afterwards.
+func FileBlob(fn digest.Function, path string, maxData int64) (Blob, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return Blob{}, fileError(err, "digest %s", path)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Blob{}, status.Errorf(codes.Internal, "digest %s: %v", path, err)
+	}
+	h := fn.New()
+	var data []byte
+	if fi.Size() <= maxData {
+		// Up to one byte more than maxData: more means it grew meanwhile.
+		buf := bytes.NewBuffer(make([]byte, 0, fi.Size()+bytes.MinRead))
+		if _, err := buf.ReadFrom(io.LimitReader(f, maxData+1)); err != nil {
+			return Blob{}, status.Errorf(codes.Internal, "digest %s: %v", path, err)
+		}
+		data = buf.Bytes()
+		if int64(len(data)) <= maxData {
+			return Blob{Digest: digest.FromBytes(fn, data), Data: data}, nil
+		}
+		h.Write(data) // too large after all: hash the rest from the file
+	}
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return Blob{}, status.Errorf(codes.Internal, "digest %s: %v", path, err)
+	}
+	return Blob{Digest: digest.FromHash(fn, h.Sum(nil), int64(len(data))+n), Path: path}, nil
 }
 
 // DigestFile hashes the file at path with fn.

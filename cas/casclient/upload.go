@@ -7,6 +7,7 @@ import (
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 	bspb "google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -72,6 +73,32 @@ func (c *Client) UploadMissing(ctx context.Context, blobs []Blob) error {
 		}
 	}
 	return c.Upload(ctx, todo)
+}
+
+// UploadNew stores blobs that are probably new to the CAS, such as the
+// outputs of an action that just ran. Blobs whose content is in memory
+// (Data) and small enough for a batch are sent at once, without asking
+// FindMissingBlobs first: the question costs a round trip, and sending a
+// small blob the CAS already has costs about as much as asking about it.
+// The others are asked about, concurrently, and only the missing ones are
+// sent.
+func (c *Client) UploadNew(ctx context.Context, blobs []Blob) error {
+	var direct, ask []Blob
+	for _, b := range blobs {
+		if b.Path == "" && b.Digest.Size() <= c.maxSmall {
+			direct = append(direct, b)
+		} else {
+			ask = append(ask, b)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if len(direct) > 0 {
+		g.Go(func() error { return c.Upload(gctx, direct) })
+	}
+	if len(ask) > 0 {
+		g.Go(func() error { return c.UploadMissing(gctx, ask) })
+	}
+	return g.Wait()
 }
 
 // span is the index range [start, end) of one batch.
