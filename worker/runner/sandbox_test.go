@@ -179,6 +179,25 @@ func TestSandboxExitCodesAndSignals(t *testing.T) {
 	})
 }
 
+func TestSandboxDevices(t *testing.T) {
+	s := newSandbox(t, sandboxConfig())
+	both(t, func(t *testing.T, mode string, req runner.Request) {
+		res, out, stderr := sh(t, s, req, `echo x > /dev/null && head -c 3 /dev/urandom > r && touch /dev/shm/a && echo shm; touch /dev/new 2>/dev/null || echo read-only`)
+		if r, err := os.ReadFile(filepath.Join(req.BuildDir, "r")); err != nil || len(r) != 3 {
+			t.Errorf("read %q from /dev/urandom: %v", r, err)
+		}
+		if res.ExitCode != 0 || out != "shm\nread-only\n" || stderr != "" {
+			t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, out, stderr)
+		}
+		// Scripts open the output by path: that reopens the files the
+		// runner made, and needs write permission on them.
+		res, out, stderr = sh(t, s, req, `echo to-stdout > /dev/stdout; echo to-stderr > /dev/stderr`)
+		if res.ExitCode != 0 || out != "to-stdout\n" || stderr != "to-stderr\n" {
+			t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, out, stderr)
+		}
+	})
+}
+
 func TestSandboxRunsUnprivileged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the sandbox user is the worker's own when it is not root")
