@@ -384,8 +384,8 @@ func chownDirs(buildDir string, uid, gid int) error {
 // paths that exist, and the shallowest ancestor of buildDir that the
 // sandbox user cannot search (it could not reach its build directory
 // through it, and hides nothing it could read). Paths below /tmp are left
-// out, as the private /tmp hides them, and so are buildDir itself, paths
-// inside it, and paths below another cover.
+// out, as the private /tmp hides them, and so are /, buildDir itself,
+// paths inside it, and paths below another cover.
 func (s *Sandbox) covers(buildDir string) []string {
 	var cand []string
 	for _, h := range s.cfg.HidePaths {
@@ -403,8 +403,8 @@ func (s *Sandbox) covers(buildDir string) []string {
 	sort.Slice(cand, func(i, j int) bool { return len(cand[i]) < len(cand[j]) })
 	var out []string
 	for _, c := range cand {
-		if within(c, "/tmp") || within(c, buildDir) {
-			continue
+		if c == "/" || within(c, "/tmp") || within(c, buildDir) {
+			continue // hiding / would hide the host, which host mode shows
 		}
 		nested := false
 		for _, o := range out {
