@@ -332,3 +332,29 @@ func TestFileCacheFill(t *testing.T) {
 		}
 	})
 }
+
+func TestFileCacheStore(t *testing.T) {
+	// A stale file under the entry's name (not in the index) is replaced,
+	// never trusted.
+	data := []byte("stored content")
+	k := cacheKey{d: digest.FromBytes(digest.SHA256, data), exec: true}
+	c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(c.path(k)), 0o755)
+	if err := os.WriteFile(c.path(k), []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.store(k, data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(c.path(k))
+	fi, _ := os.Stat(c.path(k))
+	if err != nil || !bytes.Equal(got, data) || fi.Mode().Perm() != 0o555 || !c.has(k) {
+		t.Errorf("entry: %q, err %v, mode %v, indexed %v; want the content, 0555, indexed", got, err, fi.Mode().Perm(), c.has(k))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.dir, "tmp")); len(ents) != 0 {
+		t.Errorf("temporary files left: %v", ents)
+	}
+}
