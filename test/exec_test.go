@@ -73,7 +73,10 @@ func whichWorker(t *testing.T, c *execClient, n int, workers ...*workerProc) *wo
 	return nil
 }
 
-// whereScript records where the action runs, then takes a few seconds.
+// whereScript records where the action runs, then takes a few seconds. It
+// writes outside its build directory, which only the unsandboxed runner
+// allows: these tests are about scheduling and faults, the sandbox has its
+// own tests in worker/runner.
 const whereScript = `pwd >> "$MARKS/where"; sleep 3; echo finished`
 
 // TestWorkerKilledMidAction: two `kiln worker` processes with one slot each; the one
@@ -81,8 +84,8 @@ const whereScript = `pwd >> "$MARKS/where"; sleep 3; echo finished`
 // action runs again on the other worker, and the client sees plain success.
 func TestWorkerKilledMidAction(t *testing.T) {
 	s := startServer(t, "--workers", "0")
-	w1 := startWorker(t, s, "w1", t.TempDir())
-	w2 := startWorker(t, s, "w2", t.TempDir())
+	w1 := startWorker(t, s, "w1", t.TempDir(), "--sandbox=none")
+	w2 := startWorker(t, s, "w2", t.TempDir(), "--sandbox=none")
 	c := newExecClient(t, s)
 	action := c.shellAction(whereScript)
 
@@ -160,8 +163,8 @@ func TestWorkerSIGTERM(t *testing.T) {
 		}
 	})
 	t.Run("Busy", func(t *testing.T) {
-		w1 := startWorker(t, s, "busy1", t.TempDir())
-		w2 := startWorker(t, s, "busy2", t.TempDir())
+		w1 := startWorker(t, s, "busy1", t.TempDir(), "--sandbox=none")
+		w2 := startWorker(t, s, "busy2", t.TempDir(), "--sandbox=none")
 		c := newExecClient(t, s)
 		action := c.shellAction(`echo $$ >> "$MARKS/pids"; ` + whereScript)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
