@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -568,4 +569,41 @@ func TestExecuteResultsAndCaching(t *testing.T) {
 			t.Errorf("ran %d times, want 2: skip_cache_lookup must run the action again", strings.Count(got, "x"))
 		}
 	})
+}
+
+func TestExecuteSendsSmallInputTreesToTheWorker(t *testing.T) {
+	// The server reads every directory of the input tree to check it. A
+	// small tree goes to the worker with the assignment, so each directory
+	// is read once; a large one (over 64 KiB of directories) the worker
+	// fetches with GetTree, which reads it again.
+	h := newHarness(t, 1)
+	file := h.put([]byte("input file\n"))
+	sub := h.putProto(&repb.Directory{Files: []*repb.FileNode{{Name: "f", Digest: file.Proto()}}})
+	for _, tc := range []struct {
+		name  string
+		extra int // empty files with long names in the root: 300 bytes each
+		reads int
+	}{
+		{"Small", 0, 1},
+		{"Large", 250, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			root := &repb.Directory{Directories: []*repb.DirectoryNode{{Name: "sub", Digest: sub.Proto()}}}
+			for i := range tc.extra {
+				root.Files = append(root.Files, &repb.FileNode{
+					Name: fmt.Sprintf("%04d-%s", i, strings.Repeat("x", 200)), Digest: digest.Empty(digest.SHA256).Proto(),
+				})
+			}
+			rd := h.putProto(root)
+			action := h.action(actionSpec{cmd: h.shell("cat sub/f"), root: rd, salt: tc.name})
+			resp := h.mustExecute(request(action))
+			if resp.GetResult().GetExitCode() != 0 || string(h.read(resp.GetResult().GetStdoutDigest())) != "input file\n" {
+				t.Fatalf("status %v, exit code %d", resp.GetStatus(), resp.GetResult().GetExitCode())
+			}
+			if n := h.blobs.getsOf(rd); n != tc.reads {
+				t.Errorf("input root read %d times, want %d", n, tc.reads)
+			}
+		})
+	}
 }

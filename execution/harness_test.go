@@ -43,15 +43,35 @@ import (
 // instance is the REAPI instance every test uses.
 const instance = "main"
 
-// countingStore counts Puts, so a test can tell that a rejected request stored nothing.
+// countingStore counts Puts, so a test can tell that a rejected request stored nothing,
+// and the Gets of each blob.
 type countingStore struct {
 	cas.BlobStore
 	puts atomic.Int64
+	mu   sync.Mutex
+	gets map[digest.Digest]int
 }
 
 func (s *countingStore) Put(ctx context.Context, d digest.Digest, r io.Reader) error {
 	s.puts.Add(1)
 	return s.BlobStore.Put(ctx, d, r)
+}
+
+func (s *countingStore) Get(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	s.mu.Lock()
+	if s.gets == nil {
+		s.gets = map[digest.Digest]int{}
+	}
+	s.gets[d]++
+	s.mu.Unlock()
+	return s.BlobStore.Get(ctx, d)
+}
+
+// getsOf returns how often d was read.
+func (s *countingStore) getsOf(d digest.Digest) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gets[d]
 }
 
 // countingRunner counts the commands handed to the runner: how often an action really ran.

@@ -156,36 +156,56 @@ func parsePlatform(p *repb.Platform) ([]scheduler.Property, error) {
 	return out, nil
 }
 
+// maxInlineInputTree bounds the serialized directories of an input tree
+// that travel with its action to the worker (scheduler.Action's
+// InputDirectories): they are held while the action is queued, like its
+// Command. A larger tree is fetched by the worker with GetTree.
+const maxInlineInputTree = 64 << 10
+
 // checkInputs walks the input root, validating every directory, and
 // returns FAILED_PRECONDITION listing every blob of it (directories and
 // files) that the CAS lacks. Walking refreshes all of them, so they are not
-// evicted before the worker fetches them.
-func (s *Service) checkInputs(ctx context.Context, l *loaded) error {
+// evicted before the worker fetches them. It returns the serialized
+// non-empty directories of the tree, as read, when they add up to at most
+// maxInlineInputTree bytes, else nil.
+func (s *Service) checkInputs(ctx context.Context, l *loaded) ([][]byte, error) {
 	var missingDirs []digest.Digest
+	var inline [][]byte
+	inlineBytes := 0
 	files, _, err := inputtree.Walk(l.fn, l.inputRoot, func(d digest.Digest) (*repb.Directory, error) {
 		dir := &repb.Directory{}
 		if d.IsEmpty() {
 			return dir, nil
 		}
-		if err := casserver.ReadProto(ctx, s.blobs, d, dir); err != nil {
+		data, err := casserver.ReadBlob(ctx, s.blobs, d)
+		if err != nil {
 			if rpcstatus.IsNotFound(err) {
 				missingDirs = append(missingDirs, d)
 				return &repb.Directory{}, nil // report all missing at once
 			}
 			return nil, err
 		}
+		if err := proto.Unmarshal(data, dir); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "blob %s is not a valid Directory: %v", d, err)
+		}
+		if inlineBytes += len(data); inlineBytes <= maxInlineInputTree {
+			inline = append(inline, data)
+		}
 		return dir, nil
 	})
 	if err != nil {
-		return rpcstatus.Wrap(err, "input root")
+		return nil, rpcstatus.Wrap(err, "input root")
 	}
 	missing, err := s.blobs.FindMissing(ctx, files)
 	if err != nil {
-		return rpcstatus.Wrap(err, "input root")
+		return nil, rpcstatus.Wrap(err, "input root")
 	}
 	missing = append(missingDirs, missing...)
 	if len(missing) > 0 {
-		return missingError("input root "+l.inputRoot.String(), missing)
+		return nil, missingError("input root "+l.inputRoot.String(), missing)
 	}
-	return nil
+	if inlineBytes > maxInlineInputTree {
+		inline = nil
+	}
+	return inline, nil
 }

@@ -94,17 +94,19 @@ func (s *Service) Execute(req *repb.ExecuteRequest, stream repb.Execution_Execut
 			return rpcstatus.Wrap(err, "action cache")
 		}
 	}
-	if err := s.checkInputs(ctx, l); err != nil {
+	dirs, err := s.checkInputs(ctx, l)
+	if err != nil {
 		return err
 	}
 	st, err := s.queue.Submit(scheduler.Action{
-		Instance:     req.GetInstanceName(),
-		Digest:       actionDigest,
-		Platform:     l.platform,
-		Priority:     req.GetExecutionPolicy().GetPriority(),
-		DoNotCache:   l.action.GetDoNotCache(),
-		ActionBytes:  l.actionBytes,
-		CommandBytes: l.commandBytes,
+		Instance:         req.GetInstanceName(),
+		Digest:           actionDigest,
+		Platform:         l.platform,
+		Priority:         req.GetExecutionPolicy().GetPriority(),
+		DoNotCache:       l.action.GetDoNotCache(),
+		ActionBytes:      l.actionBytes,
+		CommandBytes:     l.commandBytes,
+		InputDirectories: dirs,
 	})
 	if err != nil {
 		return rpcstatus.Wrapf(err, "action %s", actionDigest)

@@ -229,12 +229,13 @@ func workerInfo(h *workerpb.Hello) (scheduler.WorkerInfo, error) {
 func assignment(l scheduler.Lease) *workerpb.ServerMessage {
 	ad, _ := proto.Marshal(l.Action.Digest.Proto())
 	return &workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: &workerpb.Assignment{
-		LeaseId:         l.ID,
-		InstanceName:    l.Action.Instance,
-		DigestFunction:  int32(l.Action.Digest.Function().Enum()),
-		ActionDigest:    ad,
-		Action:          l.Action.ActionBytes,
-		Command:         l.Action.CommandBytes,
-		QueuedUnixNanos: l.Queued.UnixNano(),
+		LeaseId:          l.ID,
+		InstanceName:     l.Action.Instance,
+		DigestFunction:   int32(l.Action.Digest.Function().Enum()),
+		ActionDigest:     ad,
+		Action:           l.Action.ActionBytes,
+		Command:          l.Action.CommandBytes,
+		InputDirectories: l.Action.InputDirectories,
+		QueuedUnixNanos:  l.Queued.UnixNano(),
 	}}}
 }

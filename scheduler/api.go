@@ -69,6 +69,12 @@ type Action struct {
 	// ActionBytes and CommandBytes are the serialized Action and Command,
 	// handed to the worker unchanged.
 	ActionBytes, CommandBytes []byte
+	// InputDirectories, if not empty, are the serialized Directory
+	// messages of the whole input tree, as stored in the CAS, handed to
+	// the worker so that it need not fetch them (it still checks each
+	// against its digest). The execution service sets them for small
+	// trees only.
+	InputDirectories [][]byte
 }
 
 // Stage is where an operation is.

@@ -55,15 +55,18 @@ type inputTree struct {
 	dirs map[digest.Digest]*repb.Directory
 }
 
-// fetchInputTree reads the input root below root with GetTree and checks
-// every directory reachable from it with inputtree.ValidateDirectory, at
-// the shallowest depth where it appears (a directory valid there is valid
-// deeper). GetTree answers Directory messages, not their bytes, so each is
-// indexed under the digest of its deterministic encoding; a directory
-// whose original encoding differed, or that the server left out, is read
-// by digest with BatchRead. Missing directories are FAILED_PRECONDITION
-// listing all of them; an invalid tree is InvalidArgument naming the path.
-func fetchInputTree(ctx context.Context, cl *casclient.Client, root digest.Digest) (*inputTree, error) {
+// fetchInputTree collects the input tree below root and checks every
+// directory reachable from it with inputtree.ValidateDirectory, at the
+// shallowest depth where it appears (a directory valid there is valid
+// deeper). The directories come from inline, the serialized ones the
+// server sent with the assignment, each indexed under the digest of its
+// bytes; if inline lacks the root, from GetTree. GetTree answers Directory
+// messages, not their bytes, so each is indexed under the digest of its
+// deterministic encoding. A directory whose original encoding differed, or
+// that neither source had, is read by digest with BatchRead. Missing
+// directories are FAILED_PRECONDITION listing all of them; an invalid tree
+// is InvalidArgument naming the path.
+func fetchInputTree(ctx context.Context, cl *casclient.Client, root digest.Digest, inline [][]byte) (*inputTree, error) {
 	fn := cl.Function()
 	t := &inputTree{root: root, dirs: map[digest.Digest]*repb.Directory{}}
 	if root.IsEmpty() {
@@ -71,19 +74,27 @@ func fetchInputTree(ctx context.Context, cl *casclient.Client, root digest.Diges
 		return t, nil
 	}
 	index := map[digest.Digest]*repb.Directory{}
-	list, err := cl.GetTree(ctx, root)
-	switch {
-	case rpcstatus.IsNotFound(err):
-		return nil, missingBlobsError("input root "+root.String(), []digest.Digest{root})
-	case err != nil:
-		return nil, rpcstatus.Wrap(err, "input root")
-	}
-	for _, dir := range list {
-		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(dir)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "input root %s: %v", root, err)
+	for _, data := range inline {
+		dir := &repb.Directory{}
+		if err := proto.Unmarshal(data, dir); err == nil { // one that does not parse is read, and reported, below
+			index[digest.FromBytes(fn, data)] = dir
 		}
-		index[digest.FromBytes(fn, data)] = dir
+	}
+	if _, ok := index[root]; !ok {
+		list, err := cl.GetTree(ctx, root)
+		switch {
+		case rpcstatus.IsNotFound(err):
+			return nil, missingBlobsError("input root "+root.String(), []digest.Digest{root})
+		case err != nil:
+			return nil, rpcstatus.Wrap(err, "input root")
+		}
+		for _, dir := range list {
+			data, err := proto.MarshalOptions{Deterministic: true}.Marshal(dir)
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "input root %s: %v", root, err)
+			}
+			index[digest.FromBytes(fn, data)] = dir
+		}
 	}
 
 	type item struct {

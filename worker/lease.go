@@ -46,6 +46,9 @@ type assignment struct {
 	action       *repb.Action
 	command      *repb.Command
 	inputRoot    digest.Digest
+	// inputDirs are serialized directories of the input tree that the
+	// server sent along, not yet checked (fetchInputTree does).
+	inputDirs [][]byte
 }
 
 // parseAssignment checks that the Action and Command bytes hash to the
@@ -59,7 +62,7 @@ func parseAssignment(a *workerpb.Assignment) (*assignment, error) {
 	if err := proto.Unmarshal(a.GetActionDigest(), adpb); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "action digest does not parse: %v", err)
 	}
-	p := &assignment{fn: fn, action: &repb.Action{}, command: &repb.Command{}}
+	p := &assignment{fn: fn, action: &repb.Action{}, command: &repb.Command{}, inputDirs: a.GetInputDirectories()}
 	if p.actionDigest, err = digest.FromProto(fn, adpb); err != nil {
 		return nil, rpcstatus.Wrap(err, "action digest")
 	}
@@ -225,7 +228,7 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	root := dir.root
 
 	md.InputFetchStartTimestamp = timestamppb.Now()
-	tree, err := fetchInputTree(ctx, cl, p.inputRoot)
+	tree, err := fetchInputTree(ctx, cl, p.inputRoot, p.inputDirs)
 	if err != nil {
 		return nil, err
 	}

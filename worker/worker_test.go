@@ -831,3 +831,38 @@ func TestNonCanonicalDirectoryEncoding(t *testing.T) {
 		t.Fatalf("status %v, stdout %q", resp.GetStatus(), got)
 	}
 }
+
+func TestInputDirectoriesFromTheAssignment(t *testing.T) {
+	// Directories sent with the assignment are used under the digest of
+	// their bytes: nothing is read for them. One that another directory
+	// names but the list lacks is read from the CAS; a forged one (bytes
+	// that hash to another digest) is never used in its place.
+	e := newEnv(t, nil)
+	e.startWorker(1, nil)
+	encode := func(m proto.Message) []byte {
+		data, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	real := encode(&repb.Directory{Files: []*repb.FileNode{{Name: "f", Digest: e.put([]byte("real\n")).Proto()}}})
+	forged := encode(&repb.Directory{Files: []*repb.FileNode{{Name: "f", Digest: e.put([]byte("forged\n")).Proto()}}})
+	shown := encode(&repb.Directory{Files: []*repb.FileNode{{Name: "g", Digest: e.put([]byte("shown\n")).Proto()}}})
+	realD, shownD := e.put(real), e.put(shown)
+	rootBytes := encode(&repb.Directory{Directories: []*repb.DirectoryNode{
+		{Name: "a", Digest: realD.Proto()},
+		{Name: "b", Digest: shownD.Proto()},
+	}})
+	root := e.put(rootBytes)
+	a := e.assignment(shell("cat a/f b/g"), root, 0)
+	a.InputDirectories = [][]byte{forged, shown, rootBytes}
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: a}})
+	resp := e.wait(a.GetLeaseId())
+	if got := string(e.read(resp.GetResult().GetStdoutDigest())); resp.GetStatus().GetCode() != 0 || got != "real\nshown\n" {
+		t.Fatalf("status %v, stdout %q", resp.GetStatus(), got)
+	}
+	if n, m, k := e.store.readsOf(root), e.store.readsOf(shownD), e.store.readsOf(realD); n != 0 || m != 0 || k != 1 {
+		t.Errorf("reads: root %d, b %d, a %d; want 0, 0 and 1", n, m, k)
+	}
+}

@@ -7,7 +7,7 @@
 //   worker                              server
 //     Hello{name, properties, slots} -->
 //                                   <-- Welcome{session, heartbeat interval}
-//                                   <-- Assignment{lease, action, command}   (up to `slots` at once)
+//                                   <-- Assignment{lease, action, command, input tree if small}   (up to `slots` at once)
 //     LeaseUpdate{lease, EXECUTING} -->
 //     Heartbeat                     -->  (every interval; silence for 3 intervals loses the worker)
 //     LeaseUpdate{lease, COMPLETED, response} -->
@@ -590,8 +590,15 @@ type Assignment struct {
 	Command []byte `protobuf:"bytes,6,opt,name=command,proto3" json:"command,omitempty"`
 	// queued_unix_nanos is when the server queued the action.
 	QueuedUnixNanos int64 `protobuf:"varint,7,opt,name=queued_unix_nanos,json=queuedUnixNanos,proto3" json:"queued_unix_nanos,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// input_directories, when not empty, are the serialized Directory
+	// messages of the action's whole input tree (each once, in no particular
+	// order), as stored in the CAS: the server read them to check the inputs,
+	// and sends small trees along so that the worker need not fetch them.
+	// The worker indexes each under the digest of its bytes, so a wrong one
+	// is never used; any directory the list lacks, it reads from the CAS.
+	InputDirectories [][]byte `protobuf:"bytes,8,rep,name=input_directories,json=inputDirectories,proto3" json:"input_directories,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -671,6 +678,13 @@ func (x *Assignment) GetQueuedUnixNanos() int64 {
 		return x.QueuedUnixNanos
 	}
 	return 0
+}
+
+func (x *Assignment) GetInputDirectories() [][]byte {
+	if x != nil {
+		return x.InputDirectories
+	}
+	return nil
 }
 
 // Cancellation asks the worker to stop a lease: its client cancelled.
@@ -765,7 +779,7 @@ const file_workerpb_worker_proto_rawDesc = "" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\"\xf8\x01\n" +
+	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\"\xa5\x02\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12#\n" +
@@ -774,7 +788,8 @@ const file_workerpb_worker_proto_rawDesc = "" +
 	"\raction_digest\x18\x04 \x01(\fR\factionDigest\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\fR\x06action\x12\x18\n" +
 	"\acommand\x18\x06 \x01(\fR\acommand\x12*\n" +
-	"\x11queued_unix_nanos\x18\a \x01(\x03R\x0fqueuedUnixNanos\"A\n" +
+	"\x11queued_unix_nanos\x18\a \x01(\x03R\x0fqueuedUnixNanos\x12+\n" +
+	"\x11input_directories\x18\b \x03(\fR\x10inputDirectories\"A\n" +
 	"\fCancellation\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason2V\n" +

@@ -7,7 +7,7 @@
 //   worker                              server
 //     Hello{name, properties, slots} -->
 //                                   <-- Welcome{session, heartbeat interval}
-//                                   <-- Assignment{lease, action, command}   (up to `slots` at once)
+//                                   <-- Assignment{lease, action, command, input tree if small}   (up to `slots` at once)
 //     LeaseUpdate{lease, EXECUTING} -->
 //     Heartbeat                     -->  (every interval; silence for 3 intervals loses the worker)
 //     LeaseUpdate{lease, COMPLETED, response} -->
