@@ -1,0 +1,179 @@
+package cmdline
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"strings"
+)
+
+// PreprocessArgs returns the arguments (without the program name) of the
+// local run that preprocesses the source into preprocessedPath (a .i or
+// .ii file, see Language.PreprocessedExt) and writes the dependency file
+// exactly as the original command would have:
+//
+//   - every argument is kept in order except -c, -S and -o;
+//   - -E and "-o preprocessedPath" are appended;
+//   - with -MD or -MMD but no -MF, "-MF DepFile" is appended: under -E,
+//     gcc would name the .d after preprocessedPath instead;
+//   - with -MD or -MMD, an explicit -o and no -MT or -MQ, "-MQ output" is
+//     appended: that is the target gcc's driver adds when it compiles,
+//     and under -E it would not.
+//
+// -Wp,-MD,file passes through unchanged: the driver adds no target for it
+// in either mode. The caller must not call it for preprocessed input
+// (Language.IsPreprocessed), which is sent as it is.
+func (inv *Invocation) PreprocessArgs(preprocessedPath string) []string {
+	out := make([]string, 0, len(inv.Args)+7)
+	for _, a := range inv.args {
+		if a.class == classMode || a.class == classOutput {
+			continue
+		}
+		out = a.appendTo(out)
+	}
+	out = append(out, "-E")
+	if inv.depDriver && !inv.depMF && inv.DepFile != "" {
+		out = append(out, "-MF", inv.DepFile)
+	}
+	if inv.depDriver && !inv.depTarget && inv.depTargetDefault != "" {
+		out = append(out, "-MQ", inv.depTargetDefault)
+	}
+	return append(out, "-o", preprocessedPath)
+}
+
+// RemoteCompileArgs returns the arguments (without the program name) that
+// compile the preprocessed file preprocessedName into objectName on a
+// worker: the CompileFlags in their original order, then -c (or -S), then
+// "-x cpp-output" (or c++-cpp-output), the preprocessed file and
+// "-o objectName". Preprocessor and dependency options are dropped: their
+// work is done, and they name host paths.
+//
+// What the result is worth, checked against gcc 12 by TestAgainstGCC: the
+// name and directory of the preprocessed file do not matter (gcc takes the
+// source name for .file and DW_AT_name from the first line marker, and
+// under -g the compilation directory from the "# 1 "/cwd//"" marker that
+// -E writes). Without -g, or with -g -gno-column-info, the object is
+// byte-identical to the local compile's, DW_AT_producer included. With
+// column information (gcc's default under -g) the DWARF line table and
+// DW_AT_decl_column differ wherever a macro expansion changed the length
+// of a line before code, and with -g3 the .debug_macro layout differs;
+// code and data are identical. With -gsplit-dwarf, objectName must be
+// spelled like Output (relative to the same directory): gcc records the
+// .dwo's path, derived from -o, in the object.
+func (inv *Invocation) RemoteCompileArgs(preprocessedName, objectName string) []string {
+	out := make([]string, 0, len(inv.CompileFlags)+6)
+	for _, a := range inv.args {
+		if a.class == classCommon {
+			out = a.appendTo(out)
+		}
+	}
+	mode := inv.Mode.String()
+	if mode == "" || mode == "-E" {
+		mode = "-c" // not a remote invocation; return something well formed
+	}
+	return append(out, mode, "-x", string(inv.Language.Preprocessed()), preprocessedName, "-o", objectName)
+}
+
+// RemoteOutputs returns the files the remote compile writes, relative to
+// its working directory as Output is: Output, and DwoFile when there is
+// one (gcc may not write it; treat it as optional).
+func (inv *Invocation) RemoteOutputs() []string {
+	out := []string{inv.Output}
+	if inv.DwoFile != "" {
+		out = append(out, inv.DwoFile)
+	}
+	return out
+}
+
+// Rebase returns a copy of inv in which every absolute path under baseDir
+// is made relative to cwd (both absolute and clean), so that the same
+// compile in two checkouts at different places produces the same remote
+// action, as ccache's base_dir does. It rewrites the source, -o, -I,
+// -iquote, -isystem, -idirafter, -include, -imacros, -isysroot, --sysroot
+// and -L arguments, and puts -fdebug-prefix-map=baseDir=. first (so that
+// the user's own maps, applied last-first by gcc, win), which makes the
+// compilation directory in debug information relative too.
+//
+// Dependency options are left alone: the local preprocess still writes the
+// .d file the build expects, with the target the original -o names. The
+// dependency file lists the rewritten include paths relative to cwd.
+//
+// Under -g, the preprocessed output still holds the absolute working
+// directory (gcc does not apply -fdebug-prefix-map to its "# 1 "/cwd//""
+// marker), so preprocessed files from two checkouts differ in that line;
+// ReplaceWorkingDirectory rewrites it.
+//
+// The decision is kept; it does not depend on where paths point. An empty
+// baseDir returns inv itself.
+func (inv *Invocation) Rebase(baseDir, cwd string) *Invocation {
+	if baseDir == "" {
+		return inv
+	}
+	baseDir = filepath.Clean(baseDir)
+	toks := make([]string, 0, len(inv.Args)+1)
+	toks = append(toks, "-fdebug-prefix-map="+baseDir+"=.")
+	for _, a := range inv.args {
+		if a.path && underDir(a.value, baseDir) {
+			if rel, err := filepath.Rel(cwd, a.value); err == nil {
+				a.value = rel
+			}
+		}
+		toks = a.appendTo(toks)
+	}
+	notExist := func(string) ([]byte, error) { return nil, fs.ErrNotExist }
+	out, err := ParseWithOptions(inv.Compiler, toks, Options{ReadFile: notExist, Exists: func(string) bool { return false }})
+	if err != nil {
+		// Unreachable: without response files, parsing cannot fail.
+		panic(errors.New("cmdline: reparse failed: " + err.Error()))
+	}
+	out.Decision = inv.Decision
+	out.depTargetDefault = inv.depTargetDefault
+	return out
+}
+
+// underDir reports whether p is dir or inside it (lexically).
+func underDir(p, dir string) bool {
+	if !filepath.IsAbs(p) {
+		return false
+	}
+	p = filepath.Clean(p)
+	return p == dir || strings.HasPrefix(p, dir+"/") || dir == "/"
+}
+
+// ReplaceWorkingDirectory rewrites the working-directory line marker that
+// gcc -E writes as the second line of its output under -g ("# 1
+// "/home/a/src/build//""), replacing the directory by what
+// -fdebug-prefix-map=baseDir=. makes of it ("./build"), so that the
+// preprocessed files of two checkouts are identical. The object compiled
+// from the result is byte-identical to one compiled from the original with
+// Rebase's options: gcc applies the same map to the directory when it
+// writes DW_AT_comp_dir. data is returned unchanged if the marker is absent
+// or not under baseDir.
+func ReplaceWorkingDirectory(data []byte, baseDir string) []byte {
+	baseDir = filepath.Clean(baseDir)
+	// The marker is the second line: the first is "# 0 "source"".
+	nl := strings.IndexByte(string(data[:min(len(data), 4096)]), '\n')
+	if nl < 0 {
+		return data
+	}
+	rest := data[nl+1:]
+	end := strings.IndexByte(string(rest[:min(len(rest), 8192)]), '\n')
+	if end < 0 {
+		return data
+	}
+	line := string(rest[:end])
+	const prefix, suffix = `# 1 "`, `//"`
+	if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, suffix) {
+		return data
+	}
+	dir := line[len(prefix) : len(line)-len(suffix)]
+	if dir != baseDir && !strings.HasPrefix(dir, baseDir) {
+		return data
+	}
+	// gcc's remap is a plain string prefix replacement.
+	newLine := prefix + "." + dir[len(baseDir):] + suffix
+	out := make([]byte, 0, len(data)-len(line)+len(newLine))
+	out = append(out, data[:nl+1]...)
+	out = append(out, newLine...)
+	return append(out, rest[end:]...)
+}
