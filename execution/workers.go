@@ -1,6 +1,7 @@
 package execution
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kiln-build/kiln/api/workerpb"
 	"github.com/kiln-build/kiln/cas/actioncache"
+	"github.com/kiln-build/kiln/cas/digest"
 	"github.com/kiln-build/kiln/internal/rpcstatus"
 	"github.com/kiln-build/kiln/scheduler"
 )
@@ -33,7 +35,9 @@ type WorkerQueue interface {
 // Workers implements the worker endpoint: one Connect stream per worker
 // session, bridging it to the scheduler. Results are written to the action
 // cache here, before the operations complete, so a client that asks again
-// right after its Execute finished gets a hit.
+// right after its Execute finished gets a hit. Small outputs that workers
+// send with their results (instead of uploading them) are stored in the
+// action cache's CAS first.
 type Workers struct {
 	workerpb.UnimplementedWorkersServer
 
@@ -84,7 +88,7 @@ func (w *Workers) Connect(stream workerpb.Workers_ConnectServer) error {
 	defer log.Info("worker disconnected")
 
 	if err := stream.Send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Welcome{Welcome: &workerpb.Welcome{
-		SessionId: id, HeartbeatIntervalMs: w.heartbeat.Milliseconds(),
+		SessionId: id, HeartbeatIntervalMs: w.heartbeat.Milliseconds(), MaxOutputBlobBytes: maxOutputBlobBytes,
 	}}}); err != nil {
 		return err
 	}
@@ -171,6 +175,10 @@ func (w *Workers) handle(ctx context.Context, log *slog.Logger, id string, lease
 				resp = &repb.ExecuteResponse{Status: status.Newf(codes.Internal, "worker sent a response that does not parse: %v", err).Proto()}
 			}
 			if ok {
+				if err := w.storeOutputs(ctx, action.Digest.Function(), u.GetOutputBlobs()); err != nil {
+					log.Warn("storing outputs sent with a result", "action", action.Digest.String(), "err", err)
+					resp = &repb.ExecuteResponse{Status: status.Convert(rpcstatus.Wrap(err, "outputs sent with the result")).Proto()}
+				}
 				w.record(ctx, log, action, resp)
 			}
 			if err := w.queue.Complete(id, u.GetLeaseId(), resp); err != nil {
@@ -183,6 +191,42 @@ func (w *Workers) handle(ctx context.Context, log *slog.Logger, id string, lease
 		return status.Error(codes.InvalidArgument, "hello sent twice in one session")
 	}
 	return status.Error(codes.InvalidArgument, "empty worker message")
+}
+
+// maxOutputBlobBytes is what a worker may send of output blobs with one
+// result (Welcome.max_output_blob_bytes); the rest it uploads to the CAS.
+// Storing them holds up the session's other messages, so it is kept small.
+const maxOutputBlobBytes = 1 << 20
+
+// storeOutputs stores the blobs a worker sent with a result in the CAS,
+// each checked against its digest, of function fn. Bad blobs are Internal:
+// the worker is part of the service, so they are never the client's fault.
+// Errors of the CAS keep their codes (ResourceExhausted when it is full).
+func (w *Workers) storeOutputs(ctx context.Context, fn digest.Function, blobs []*workerpb.Blob) error {
+	total := 0
+	for _, b := range blobs {
+		total += len(b.GetData())
+	}
+	if total > maxOutputBlobBytes {
+		return status.Errorf(codes.Internal, "worker sent %d bytes of output blobs, more than the %d allowed", total, maxOutputBlobBytes)
+	}
+	for _, b := range blobs {
+		pb := &repb.Digest{}
+		if err := proto.Unmarshal(b.GetDigest(), pb); err != nil {
+			return status.Errorf(codes.Internal, "worker sent an output blob whose digest does not parse: %v", err)
+		}
+		d, err := digest.FromProto(fn, pb)
+		if err != nil {
+			return rpcstatus.WrapWithCode(err, codes.Internal, "worker sent an output blob with a bad digest")
+		}
+		if got := digest.FromBytes(fn, b.GetData()); got != d {
+			return status.Errorf(codes.Internal, "worker sent output blob %s, whose bytes hash to %s", d, got)
+		}
+		if err := w.cache.Blobs().Put(ctx, d, bytes.NewReader(b.GetData())); err != nil {
+			return rpcstatus.Wrapf(err, "output blob %s", d)
+		}
+	}
+	return nil
 }
 
 // record checks a worker's result and stores it in the action cache when

@@ -25,15 +25,16 @@ func errorResponse(err error) *repb.ExecuteResponse {
 	return &repb.ExecuteResponse{Status: status.Convert(err).Proto()}
 }
 
-// complete reports a lease's outcome. A send error means the session is
-// ending; the server then requeues the lease, so it is only logged.
-func (w *worker) complete(s *session, lease string, resp *repb.ExecuteResponse) {
+// complete reports a lease's outcome, with the output blobs that travel
+// with it (see inlineBlobs). A send error means the session is ending; the
+// server then requeues the lease, so it is only logged.
+func (w *worker) complete(s *session, lease string, resp *repb.ExecuteResponse, blobs []*workerpb.Blob) {
 	data, err := proto.Marshal(resp)
 	if err != nil {
 		data, _ = proto.Marshal(errorResponse(status.Errorf(codes.Internal, "worker: encode response: %v", err)))
 	}
 	if err := s.send(&workerpb.WorkerMessage{Kind: &workerpb.WorkerMessage_LeaseUpdate{LeaseUpdate: &workerpb.LeaseUpdate{
-		LeaseId: lease, Stage: workerpb.LeaseUpdate_COMPLETED, ExecuteResponse: data,
+		LeaseId: lease, Stage: workerpb.LeaseUpdate_COMPLETED, ExecuteResponse: data, OutputBlobs: blobs,
 	}}}); err != nil {
 		w.log.Debug("could not report a lease", "lease", lease, "err", err)
 	}
@@ -170,9 +171,10 @@ func (w *worker) buildDirName(lease string) string {
 	return fmt.Sprintf("%d-%s", w.buildSeq.Add(1), b)
 }
 
-// execute runs one lease and returns its response, plus a cleanup that
-// removes the build directory (run it after reporting).
-func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment) (*repb.ExecuteResponse, func()) {
+// execute runs one lease and returns its response and the output blobs to
+// send with it, plus a cleanup that removes the build directory (run it
+// after reporting).
+func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment) (*repb.ExecuteResponse, []*workerpb.Blob, func()) {
 	md := &repb.ExecutedActionMetadata{Worker: w.cfg.Name, WorkerStartTimestamp: timestamppb.Now()}
 	if q := a.GetQueuedUnixNanos(); q > 0 {
 		md.QueuedTimestamp = timestamppb.New(time.Unix(0, q))
@@ -187,13 +189,13 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 	p, err := parseAssignment(a)
 	if err != nil {
 		log.Warn("bad assignment", "err", err)
-		return errorResponse(err), noCleanup
+		return errorResponse(err), nil, noCleanup
 	}
 	log = log.With("action", p.actionDigest.String())
 	dir, err := w.dirs.take(w.buildDirName(a.GetLeaseId()))
 	if err != nil {
 		log.Error("could not make a build directory", "err", err)
-		return errorResponse(err), noCleanup
+		return errorResponse(err), nil, noCleanup
 	}
 	cleanup := func() {
 		if err := removeTree(dir.dir); err != nil {
@@ -201,7 +203,7 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 		}
 		w.dirs.done()
 	}
-	resp, err := w.run(ctx, p, a.GetInstanceName(), dir, md)
+	resp, blobs, err := w.run(ctx, p, a.GetInstanceName(), dir, md, s.maxOutputBlobBytes)
 	if err != nil {
 		resp = errorResponse(err)
 	}
@@ -212,17 +214,18 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 	} else {
 		log.Info("action failed", "status", status.ErrorProto(resp.GetStatus()))
 	}
-	return resp, cleanup
+	return resp, blobs, cleanup
 }
 
 // run does the work of one action in the fresh build directory dir. An error
 // means no result (the command did not run, or its outputs could not be
 // stored); otherwise the response holds the result and, for a timeout or a
-// faulty output, a status.
-func (w *worker) run(ctx context.Context, p *assignment, instance string, dir buildDir, md *repb.ExecutedActionMetadata) (*repb.ExecuteResponse, error) {
+// faulty output, a status. Outputs go to the CAS, except up to maxInline
+// bytes of small ones, returned to be sent with the response.
+func (w *worker) run(ctx context.Context, p *assignment, instance string, dir buildDir, md *repb.ExecutedActionMetadata, maxInline int64) (*repb.ExecuteResponse, []*workerpb.Blob, error) {
 	timeout, err := w.timeout(p.action)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cl := casclient.New(w.cfg.Conn, instance, p.fn, w.maxBatch.Load())
 	root := dir.root
@@ -230,16 +233,16 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	md.InputFetchStartTimestamp = timestamppb.Now()
 	tree, err := fetchInputTree(ctx, cl, p.inputRoot, p.inputDirs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := w.materialize(ctx, cl, tree, root); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cmd := p.command
 	wd := cmd.GetWorkingDirectory()
 	wdHost, err := mkdirInRoot(root, wd)
 	if err != nil {
-		return nil, rpcstatus.Wrap(err, "working directory")
+		return nil, nil, rpcstatus.Wrap(err, "working directory")
 	}
 	// Directories leading up to the outputs are created before the run.
 	for _, list := range [][]string{cmd.GetOutputPaths(), cmd.GetOutputFiles(), cmd.GetOutputDirectories()} {
@@ -248,7 +251,7 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 				continue
 			}
 			if _, err := mkdirInRoot(root, parentOf(path.Join(wd, o))); err != nil {
-				return nil, rpcstatus.Wrapf(err, "output %q", o)
+				return nil, nil, rpcstatus.Wrapf(err, "output %q", o)
 			}
 		}
 	}
@@ -274,7 +277,7 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	}
 	res, err := w.cfg.Runner.Run(ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	md.ExecutionStartTimestamp = timestamppb.New(res.Started)
 	md.ExecutionCompletedTimestamp = timestamppb.New(res.Finished)
@@ -294,17 +297,18 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	} {
 		d, err := out.file(std.path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		std.set(d.Proto())
 	}
 	// A timed-out action's outputs are collected too: whatever it wrote
 	// may help the user see how far it got.
 	if err := out.collect(cmd); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := cl.UploadNew(ctx, out.blobs); err != nil {
-		return nil, rpcstatus.Wrap(err, "upload outputs")
+	inline, rest := inlineBlobs(out.blobs, maxInline)
+	if err := cl.UploadNew(ctx, rest); err != nil {
+		return nil, nil, rpcstatus.Wrap(err, "upload outputs")
 	}
 	md.OutputUploadCompletedTimestamp = timestamppb.Now()
 
@@ -315,5 +319,26 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	case out.problem != nil:
 		resp.Status = status.Convert(out.problem).Proto()
 	}
-	return resp, nil
+	return resp, inline, nil
+}
+
+// inlineBlobs splits the blobs of an action's outputs into those sent with
+// its result (the server stores them in the CAS) and those uploaded to the
+// CAS: blobs in memory go with the result, each digest once, while they fit
+// in maxInline bytes; the empty blob goes nowhere (it is always present).
+func inlineBlobs(blobs []casclient.Blob, maxInline int64) (inline []*workerpb.Blob, rest []casclient.Blob) {
+	seen := map[digest.Digest]bool{}
+	for _, b := range blobs {
+		switch {
+		case b.Digest.IsEmpty() || seen[b.Digest]:
+		case b.Data != nil && b.Digest.Size() <= maxInline:
+			seen[b.Digest] = true
+			maxInline -= b.Digest.Size()
+			ds, _ := proto.Marshal(b.Digest.Proto())
+			inline = append(inline, &workerpb.Blob{Digest: ds, Data: b.Data})
+		default:
+			rest = append(rest, b)
+		}
+	}
+	return inline, rest
 }

@@ -203,6 +203,10 @@ type session struct {
 	// they were assigned.
 	slots *slotQueue
 
+	// maxOutputBlobBytes is how much output a COMPLETED update may carry
+	// (Welcome.max_output_blob_bytes); 0: all outputs go to the CAS.
+	maxOutputBlobBytes int64
+
 	mu     sync.Mutex
 	leases map[string]context.CancelFunc // assigned leases; guarded by mu
 }
@@ -241,6 +245,7 @@ func (w *worker) session(ctx context.Context) (established bool, err error) {
 	if welcome == nil {
 		return false, status.Errorf(codes.Internal, "the server's first message is not a welcome: %v", first)
 	}
+	s.maxOutputBlobBytes = max(0, welcome.GetMaxOutputBlobBytes())
 	w.log.Info("connected to the server", "session", welcome.GetSessionId(), "slots", w.cfg.Slots)
 
 	var wg sync.WaitGroup
@@ -314,10 +319,10 @@ func (w *worker) assign(ctx context.Context, s *session, wg *sync.WaitGroup, a *
 			s.mu.Lock()
 			delete(s.leases, id)
 			s.mu.Unlock()
-			w.complete(s, id, errorResponse(rpcstatus.FromContext(lctx)))
+			w.complete(s, id, errorResponse(rpcstatus.FromContext(lctx)), nil)
 			return
 		}
-		resp, cleanup := w.execute(lctx, s, a)
+		resp, blobs, cleanup := w.execute(lctx, s, a)
 		// The slot is free once the action's processes are gone and its
 		// outputs uploaded, which is now: release it before reporting,
 		// so that the next assignment, which may follow the report at
@@ -326,7 +331,7 @@ func (w *worker) assign(ctx context.Context, s *session, wg *sync.WaitGroup, a *
 		delete(s.leases, id)
 		s.mu.Unlock()
 		s.slots.release()
-		w.complete(s, id, resp)
+		w.complete(s, id, resp, blobs)
 		cleanup()
 	})
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/kiln-build/kiln/api/workerpb"
 	"github.com/kiln-build/kiln/cas"
+	"github.com/kiln-build/kiln/cas/casclient"
 	"github.com/kiln-build/kiln/cas/casserver"
 	"github.com/kiln-build/kiln/cas/digest"
 	"github.com/kiln-build/kiln/cas/memory"
@@ -70,6 +71,8 @@ type fakeServer struct {
 	sessions   atomic.Int32
 	// dropFirst ends the first session right after its welcome.
 	dropFirst bool
+	// maxOutputBlobBytes is announced in the welcome.
+	maxOutputBlobBytes int64
 }
 
 func (f *fakeServer) Connect(stream workerpb.Workers_ConnectServer) error {
@@ -80,7 +83,7 @@ func (f *fakeServer) Connect(stream workerpb.Workers_ConnectServer) error {
 	f.hellos <- m.GetHello()
 	n := f.sessions.Add(1)
 	if err := stream.Send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Welcome{Welcome: &workerpb.Welcome{
-		SessionId: "s", HeartbeatIntervalMs: 50,
+		SessionId: "s", HeartbeatIntervalMs: 50, MaxOutputBlobBytes: f.maxOutputBlobBytes,
 	}}}); err != nil {
 		return err
 	}
@@ -262,6 +265,17 @@ func (e *env) send(m *workerpb.ServerMessage) {
 // wait returns the response of lease, checking that EXECUTING came first.
 func (e *env) wait(lease string) *repb.ExecuteResponse {
 	e.t.Helper()
+	resp := &repb.ExecuteResponse{}
+	if err := proto.Unmarshal(e.waitUpdate(lease).GetExecuteResponse(), resp); err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+// waitUpdate returns the COMPLETED update of lease, checking that
+// EXECUTING came first.
+func (e *env) waitUpdate(lease string) *workerpb.LeaseUpdate {
+	e.t.Helper()
 	deadline := time.After(60 * time.Second)
 	for {
 		e.mu.Lock()
@@ -271,11 +285,7 @@ func (e *env) wait(lease string) *repb.ExecuteResponse {
 			if len(ups) != 2 || ups[0].GetStage() != workerpb.LeaseUpdate_EXECUTING {
 				e.t.Fatalf("lease %s: updates %v, want EXECUTING then COMPLETED", lease, ups)
 			}
-			resp := &repb.ExecuteResponse{}
-			if err := proto.Unmarshal(ups[1].GetExecuteResponse(), resp); err != nil {
-				e.t.Fatal(err)
-			}
-			return resp
+			return ups[1]
 		}
 		select {
 		case u := <-e.fake.updates:
@@ -865,4 +875,57 @@ func TestInputDirectoriesFromTheAssignment(t *testing.T) {
 	if n, m, k := e.store.readsOf(root), e.store.readsOf(shownD), e.store.readsOf(realD); n != 0 || m != 0 || k != 1 {
 		t.Errorf("reads: root %d, b %d, a %d; want 0, 0 and 1", n, m, k)
 	}
+}
+
+func TestOutputsSentWithTheResult(t *testing.T) {
+	// When the server allows it, small outputs travel in the COMPLETED
+	// update instead of the CAS, each once, within the allowance; the
+	// others are uploaded. The empty stderr goes nowhere.
+	e := newEnv(t, &fakeServer{maxOutputBlobBytes: 5000})
+	e.startWorker(1, nil)
+	a := e.assignment(shell("echo hello; echo small > small; head -c 3000 /dev/zero > a; head -c 3000 /dev/zero > b; cp a same", "small", "a", "b", "same"), emptyRoot(), 0)
+	e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: a}})
+	u := e.waitUpdate(a.GetLeaseId())
+	resp := &repb.ExecuteResponse{}
+	if err := proto.Unmarshal(u.GetExecuteResponse(), resp); err != nil || resp.GetResult().GetExitCode() != 0 {
+		t.Fatalf("response %v, err %v", resp, err)
+	}
+	zeros := digest.FromBytes(digest.SHA256, make([]byte, 3000))
+	sent := map[digest.Digest]bool{}
+	for _, b := range u.GetOutputBlobs() {
+		pb := &repb.Digest{}
+		if err := proto.Unmarshal(b.GetDigest(), pb); err != nil {
+			t.Fatal(err)
+		}
+		d, err := digest.FromProto(digest.SHA256, pb)
+		if err != nil || digest.FromBytes(digest.SHA256, b.GetData()) != d || sent[d] {
+			t.Fatalf("blob %v: err %v, content matches %v, sent before %v", pb, err, digest.FromBytes(digest.SHA256, b.GetData()) == d, sent[d])
+		}
+		sent[d] = true
+	}
+	stdout := digest.FromBytes(digest.SHA256, []byte("hello\n"))
+	small := digest.FromBytes(digest.SHA256, []byte("small\n"))
+	if len(sent) != 3 || !sent[stdout] || !sent[small] || !sent[zeros] {
+		t.Errorf("sent %v, want stdout, small and the 3000 zeros once", sent)
+	}
+	missing, err := casclientFindMissing(e, stdout, small, zeros)
+	if err != nil || len(missing) != 3 {
+		t.Errorf("missing from the CAS %v, err %v; want all three: they were not uploaded", missing, err)
+	}
+
+	t.Run("BeyondTheAllowanceIsUploaded", func(t *testing.T) {
+		a := e.assignment(shell("head -c 6000 /dev/zero > big", "big"), emptyRoot(), 0)
+		e.send(&workerpb.ServerMessage{Kind: &workerpb.ServerMessage_Assignment{Assignment: a}})
+		if u := e.waitUpdate(a.GetLeaseId()); len(u.GetOutputBlobs()) != 0 {
+			t.Errorf("%d blobs sent with the result, want none", len(u.GetOutputBlobs()))
+		}
+		if got := len(e.read(digest.FromBytes(digest.SHA256, make([]byte, 6000)).Proto())); got != 6000 {
+			t.Errorf("big: %d bytes in the CAS", got)
+		}
+	})
+}
+
+// casclientFindMissing asks the env's CAS which of ds it lacks.
+func casclientFindMissing(e *env, ds ...digest.Digest) ([]digest.Digest, error) {
+	return casclient.New(e.conn, "main", digest.SHA256, 0).FindMissing(context.Background(), ds)
 }

@@ -10,7 +10,7 @@
 //                                   <-- Assignment{lease, action, command, input tree if small}   (up to `slots` at once)
 //     LeaseUpdate{lease, EXECUTING} -->
 //     Heartbeat                     -->  (every interval; silence for 3 intervals loses the worker)
-//     LeaseUpdate{lease, COMPLETED, response} -->
+//     LeaseUpdate{lease, COMPLETED, response, small outputs} -->
 //                                   <-- Cancellation{lease}                  (the client cancelled)
 //
 // When the stream breaks or the worker goes silent, its leases are requeued
@@ -366,8 +366,16 @@ type LeaseUpdate struct {
 	// execute_response is a serialized build.bazel.remote.execution.v2.ExecuteResponse,
 	// set when stage is COMPLETED. Infrastructure failures go in its status.
 	ExecuteResponse []byte `protobuf:"bytes,3,opt,name=execute_response,json=executeResponse,proto3" json:"execute_response,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// output_blobs are blobs the result refers to (output files, stdout,
+	// stderr, trees) that the worker sends here instead of uploading them to
+	// the CAS, which saves it a round trip. Only with COMPLETED, and only
+	// when the Welcome allowed it, within Welcome.max_output_blob_bytes in
+	// all. The server stores them in the CAS, each checked against its
+	// digest, before it records the result; if one is bad the result is
+	// dropped and the action fails with INTERNAL.
+	OutputBlobs   []*Blob `protobuf:"bytes,4,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaseUpdate) Reset() {
@@ -421,6 +429,68 @@ func (x *LeaseUpdate) GetExecuteResponse() []byte {
 	return nil
 }
 
+func (x *LeaseUpdate) GetOutputBlobs() []*Blob {
+	if x != nil {
+		return x.OutputBlobs
+	}
+	return nil
+}
+
+// Blob is a CAS blob and its digest.
+type Blob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is a serialized build.bazel.remote.execution.v2.Digest, of the
+	// digest function of the lease.
+	Digest        []byte `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Blob) Reset() {
+	*x = Blob{}
+	mi := &file_workerpb_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Blob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Blob) ProtoMessage() {}
+
+func (x *Blob) ProtoReflect() protoreflect.Message {
+	mi := &file_workerpb_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Blob.ProtoReflect.Descriptor instead.
+func (*Blob) Descriptor() ([]byte, []int) {
+	return file_workerpb_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Blob) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *Blob) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // ServerMessage is sent by the server.
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -436,7 +506,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_workerpb_worker_proto_msgTypes[5]
+	mi := &file_workerpb_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +518,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_workerpb_worker_proto_msgTypes[5]
+	mi := &file_workerpb_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +531,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_workerpb_worker_proto_rawDescGZIP(), []int{5}
+	return file_workerpb_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServerMessage) GetKind() isServerMessage_Kind {
@@ -526,13 +596,18 @@ type Welcome struct {
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// heartbeat_interval_ms is how often the worker must send something.
 	HeartbeatIntervalMs int64 `protobuf:"varint,2,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// max_output_blob_bytes, when not zero, lets the worker send small
+	// outputs in its COMPLETED updates (LeaseUpdate.output_blobs): at most
+	// this many bytes of blob data per update. Zero (as from servers that
+	// predate the field) means outputs must all go to the CAS.
+	MaxOutputBlobBytes int64 `protobuf:"varint,3,opt,name=max_output_blob_bytes,json=maxOutputBlobBytes,proto3" json:"max_output_blob_bytes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_workerpb_worker_proto_msgTypes[6]
+	mi := &file_workerpb_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +619,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_workerpb_worker_proto_msgTypes[6]
+	mi := &file_workerpb_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +632,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_workerpb_worker_proto_rawDescGZIP(), []int{6}
+	return file_workerpb_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -570,6 +645,13 @@ func (x *Welcome) GetSessionId() string {
 func (x *Welcome) GetHeartbeatIntervalMs() int64 {
 	if x != nil {
 		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *Welcome) GetMaxOutputBlobBytes() int64 {
+	if x != nil {
+		return x.MaxOutputBlobBytes
 	}
 	return 0
 }
@@ -603,7 +685,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_workerpb_worker_proto_msgTypes[7]
+	mi := &file_workerpb_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +697,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_workerpb_worker_proto_msgTypes[7]
+	mi := &file_workerpb_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +710,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_workerpb_worker_proto_rawDescGZIP(), []int{7}
+	return file_workerpb_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Assignment) GetLeaseId() string {
@@ -698,7 +780,7 @@ type Cancellation struct {
 
 func (x *Cancellation) Reset() {
 	*x = Cancellation{}
-	mi := &file_workerpb_worker_proto_msgTypes[8]
+	mi := &file_workerpb_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +792,7 @@ func (x *Cancellation) String() string {
 func (*Cancellation) ProtoMessage() {}
 
 func (x *Cancellation) ProtoReflect() protoreflect.Message {
-	mi := &file_workerpb_worker_proto_msgTypes[8]
+	mi := &file_workerpb_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +805,7 @@ func (x *Cancellation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancellation.ProtoReflect.Descriptor instead.
 func (*Cancellation) Descriptor() ([]byte, []int) {
-	return file_workerpb_worker_proto_rawDescGZIP(), []int{8}
+	return file_workerpb_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Cancellation) GetLeaseId() string {
@@ -760,26 +842,31 @@ const file_workerpb_worker_proto_rawDesc = "" +
 	"properties\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\"\v\n" +
-	"\tHeartbeat\"\xca\x01\n" +
+	"\tHeartbeat\"\x83\x02\n" +
 	"\vLeaseUpdate\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x127\n" +
 	"\x05stage\x18\x02 \x01(\x0e2!.kiln.worker.v1.LeaseUpdate.StageR\x05stage\x12)\n" +
-	"\x10execute_response\x18\x03 \x01(\fR\x0fexecuteResponse\"<\n" +
+	"\x10execute_response\x18\x03 \x01(\fR\x0fexecuteResponse\x127\n" +
+	"\foutput_blobs\x18\x04 \x03(\v2\x14.kiln.worker.v1.BlobR\voutputBlobs\"<\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tEXECUTING\x10\x01\x12\r\n" +
-	"\tCOMPLETED\x10\x02\"\xce\x01\n" +
+	"\tCOMPLETED\x10\x02\"2\n" +
+	"\x04Blob\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\fR\x06digest\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xce\x01\n" +
 	"\rServerMessage\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.kiln.worker.v1.WelcomeH\x00R\awelcome\x12<\n" +
 	"\n" +
 	"assignment\x18\x02 \x01(\v2\x1a.kiln.worker.v1.AssignmentH\x00R\n" +
 	"assignment\x12B\n" +
 	"\fcancellation\x18\x03 \x01(\v2\x1c.kiln.worker.v1.CancellationH\x00R\fcancellationB\x06\n" +
-	"\x04kind\"\\\n" +
+	"\x04kind\"\x8f\x01\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\"\xa5\x02\n" +
+	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x121\n" +
+	"\x15max_output_blob_bytes\x18\x03 \x01(\x03R\x12maxOutputBlobBytes\"\xa5\x02\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12#\n" +
@@ -809,7 +896,7 @@ func file_workerpb_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_workerpb_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_workerpb_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_workerpb_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_workerpb_worker_proto_goTypes = []any{
 	(LeaseUpdate_Stage)(0), // 0: kiln.worker.v1.LeaseUpdate.Stage
 	(*Property)(nil),       // 1: kiln.worker.v1.Property
@@ -817,27 +904,29 @@ var file_workerpb_worker_proto_goTypes = []any{
 	(*Hello)(nil),          // 3: kiln.worker.v1.Hello
 	(*Heartbeat)(nil),      // 4: kiln.worker.v1.Heartbeat
 	(*LeaseUpdate)(nil),    // 5: kiln.worker.v1.LeaseUpdate
-	(*ServerMessage)(nil),  // 6: kiln.worker.v1.ServerMessage
-	(*Welcome)(nil),        // 7: kiln.worker.v1.Welcome
-	(*Assignment)(nil),     // 8: kiln.worker.v1.Assignment
-	(*Cancellation)(nil),   // 9: kiln.worker.v1.Cancellation
+	(*Blob)(nil),           // 6: kiln.worker.v1.Blob
+	(*ServerMessage)(nil),  // 7: kiln.worker.v1.ServerMessage
+	(*Welcome)(nil),        // 8: kiln.worker.v1.Welcome
+	(*Assignment)(nil),     // 9: kiln.worker.v1.Assignment
+	(*Cancellation)(nil),   // 10: kiln.worker.v1.Cancellation
 }
 var file_workerpb_worker_proto_depIdxs = []int32{
-	3, // 0: kiln.worker.v1.WorkerMessage.hello:type_name -> kiln.worker.v1.Hello
-	4, // 1: kiln.worker.v1.WorkerMessage.heartbeat:type_name -> kiln.worker.v1.Heartbeat
-	5, // 2: kiln.worker.v1.WorkerMessage.lease_update:type_name -> kiln.worker.v1.LeaseUpdate
-	1, // 3: kiln.worker.v1.Hello.properties:type_name -> kiln.worker.v1.Property
-	0, // 4: kiln.worker.v1.LeaseUpdate.stage:type_name -> kiln.worker.v1.LeaseUpdate.Stage
-	7, // 5: kiln.worker.v1.ServerMessage.welcome:type_name -> kiln.worker.v1.Welcome
-	8, // 6: kiln.worker.v1.ServerMessage.assignment:type_name -> kiln.worker.v1.Assignment
-	9, // 7: kiln.worker.v1.ServerMessage.cancellation:type_name -> kiln.worker.v1.Cancellation
-	2, // 8: kiln.worker.v1.Workers.Connect:input_type -> kiln.worker.v1.WorkerMessage
-	6, // 9: kiln.worker.v1.Workers.Connect:output_type -> kiln.worker.v1.ServerMessage
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	3,  // 0: kiln.worker.v1.WorkerMessage.hello:type_name -> kiln.worker.v1.Hello
+	4,  // 1: kiln.worker.v1.WorkerMessage.heartbeat:type_name -> kiln.worker.v1.Heartbeat
+	5,  // 2: kiln.worker.v1.WorkerMessage.lease_update:type_name -> kiln.worker.v1.LeaseUpdate
+	1,  // 3: kiln.worker.v1.Hello.properties:type_name -> kiln.worker.v1.Property
+	0,  // 4: kiln.worker.v1.LeaseUpdate.stage:type_name -> kiln.worker.v1.LeaseUpdate.Stage
+	6,  // 5: kiln.worker.v1.LeaseUpdate.output_blobs:type_name -> kiln.worker.v1.Blob
+	8,  // 6: kiln.worker.v1.ServerMessage.welcome:type_name -> kiln.worker.v1.Welcome
+	9,  // 7: kiln.worker.v1.ServerMessage.assignment:type_name -> kiln.worker.v1.Assignment
+	10, // 8: kiln.worker.v1.ServerMessage.cancellation:type_name -> kiln.worker.v1.Cancellation
+	2,  // 9: kiln.worker.v1.Workers.Connect:input_type -> kiln.worker.v1.WorkerMessage
+	7,  // 10: kiln.worker.v1.Workers.Connect:output_type -> kiln.worker.v1.ServerMessage
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_workerpb_worker_proto_init() }
@@ -850,7 +939,7 @@ func file_workerpb_worker_proto_init() {
 		(*WorkerMessage_Heartbeat)(nil),
 		(*WorkerMessage_LeaseUpdate)(nil),
 	}
-	file_workerpb_worker_proto_msgTypes[5].OneofWrappers = []any{
+	file_workerpb_worker_proto_msgTypes[6].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Assignment)(nil),
 		(*ServerMessage_Cancellation)(nil),
@@ -861,7 +950,7 @@ func file_workerpb_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_workerpb_worker_proto_rawDesc), len(file_workerpb_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

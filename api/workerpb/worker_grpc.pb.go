@@ -10,7 +10,7 @@
 //                                   <-- Assignment{lease, action, command, input tree if small}   (up to `slots` at once)
 //     LeaseUpdate{lease, EXECUTING} -->
 //     Heartbeat                     -->  (every interval; silence for 3 intervals loses the worker)
-//     LeaseUpdate{lease, COMPLETED, response} -->
+//     LeaseUpdate{lease, COMPLETED, response, small outputs} -->
 //                                   <-- Cancellation{lease}                  (the client cancelled)
 //
 // When the stream breaks or the worker goes silent, its leases are requeued

@@ -41,6 +41,11 @@ func New(results, blobs cas.BlobStore) *Cache {
 	return &Cache{results: results, blobs: blobs}
 }
 
+// Blobs returns the CAS that results refer to, as given to New. The
+// execution service stores there the outputs that workers send along with
+// their results.
+func (c *Cache) Blobs() cas.BlobStore { return c.blobs }
+
 // key derives the storage key of an entry.
 func key(instance string, action digest.Digest) digest.Digest {
 	h := sha256.New()
