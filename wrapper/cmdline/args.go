@@ -60,9 +60,22 @@ func (inv *Invocation) PreprocessArgs(preprocessedPath string) []string {
 // code and data are identical. With -gsplit-dwarf, objectName must be
 // spelled like Output (relative to the same directory): gcc records the
 // .dwo's path, derived from -o, in the object.
+//
+// For a rebased invocation (Rebase), the -fdebug-prefix-map that Rebase
+// added is left out: it names the checkout and would make every checkout's
+// action different. The client rewrites the one place the base directory
+// normally remains, the working-directory marker, with
+// ReplaceWorkingDirectory; if the preprocessed file still contains the base
+// directory after that (a header included by an absolute path Rebase could
+// not see), the action is checkout-specific anyway and the client should
+// put DebugPrefixMap() in front of these arguments so that debug
+// information matches a local compile.
 func (inv *Invocation) RemoteCompileArgs(preprocessedName, objectName string) []string {
 	out := make([]string, 0, len(inv.CompileFlags)+6)
-	for _, a := range inv.args {
+	for i, a := range inv.args {
+		if i == 0 && inv.baseDir != "" {
+			continue // Rebase's -fdebug-prefix-map, see Rebase
+		}
 		if a.class == classCommon {
 			out = a.appendTo(out)
 		}
@@ -92,7 +105,8 @@ func (inv *Invocation) RemoteOutputs() []string {
 // -iquote, -isystem, -idirafter, -include, -imacros, -isysroot, --sysroot
 // and -L arguments, and puts -fdebug-prefix-map=baseDir=. first (so that
 // the user's own maps, applied last-first by gcc, win), which makes the
-// compilation directory in debug information relative too.
+// compilation directory in debug information relative too. Args of the
+// result is the command for a local compile that matches the remote one.
 //
 // Dependency options are left alone: the local preprocess still writes the
 // .d file the build expects, with the target the original -o names. The
@@ -128,7 +142,18 @@ func (inv *Invocation) Rebase(baseDir, cwd string) *Invocation {
 	}
 	out.Decision = inv.Decision
 	out.depTargetDefault = inv.depTargetDefault
+	out.baseDir = baseDir
 	return out
+}
+
+// DebugPrefixMap returns the "-fdebug-prefix-map=BASE=." option that Rebase
+// added, or "" if inv is not rebased. See RemoteCompileArgs for when the
+// remote compile needs it.
+func (inv *Invocation) DebugPrefixMap() string {
+	if inv.baseDir == "" {
+		return ""
+	}
+	return "-fdebug-prefix-map=" + inv.baseDir + "=."
 }
 
 // underDir reports whether p is dir or inside it (lexically).

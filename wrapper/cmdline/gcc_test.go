@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -231,4 +232,71 @@ func stripDebug(t *testing.T, objcopy string, obj []byte) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestRebaseAgainstGCC compiles the same project in two checkouts at
+// different places, with absolute paths on the command line, through
+// Rebase: the preprocessed files (after ReplaceWorkingDirectory) and the
+// remote commands are identical, so they make one action, and the remote
+// object equals what gcc makes locally from the rebased command in either
+// checkout.
+func TestRebaseAgainstGCC(t *testing.T) {
+	compiler := requireCompiler(t, "gcc")
+	root := t.TempDir()
+	type result struct {
+		pp     []byte
+		remote []string
+		local  map[string][]byte
+		inv    *cmdline.Invocation
+	}
+	var results []result
+	for _, co := range []string{filepath.Join(root, "a", "proj"), filepath.Join(root, "checkout-b", "proj")} {
+		writeProject(t, co)
+		build := filepath.Join(co, "build")
+		os.MkdirAll(filepath.Join(build, "obj"), 0o755)
+		argv := []string{"-I" + co + "/inc", "-g", "-gno-column-info", "-O2", "-MD", "-c", co + "/src/x.c", "-o", "obj/x.o"}
+		orig, err := cmdline.Parse("gcc", argv, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv := orig.Rebase(co, build)
+
+		run(t, build, compiler, inv.Args...)
+		local := readAndRemove(t, build, inv.Output, inv.DepFile)
+
+		pp := filepath.Join(t.TempDir(), "x.i")
+		run(t, build, compiler, inv.PreprocessArgs(pp)...)
+		dep := readAndRemove(t, build, inv.DepFile)
+		if !bytes.Equal(dep[inv.DepFile], local[inv.DepFile]) {
+			t.Errorf("%s: dependency file differs:\n%s\n%s", co, dep[inv.DepFile], local[inv.DepFile])
+		}
+		data, err := os.ReadFile(pp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, result{cmdline.ReplaceWorkingDirectory(data, co), inv.RemoteCompileArgs("in.i", inv.Output), local, inv})
+	}
+	a, b := results[0], results[1]
+	if !bytes.Equal(a.pp, b.pp) {
+		t.Errorf("preprocessed files differ between checkouts")
+	}
+	if bytes.Contains(a.pp, []byte(root)) {
+		t.Errorf("the preprocessed file still names the checkout")
+	}
+	if !reflect.DeepEqual(a.remote, b.remote) {
+		t.Errorf("remote commands differ:\n%q\n%q", a.remote, b.remote)
+	}
+	if !bytes.Equal(a.local[a.inv.Output], b.local[b.inv.Output]) {
+		t.Errorf("local objects differ between checkouts")
+	}
+	worker := t.TempDir()
+	os.MkdirAll(filepath.Join(worker, "obj"), 0o755)
+	if err := os.WriteFile(filepath.Join(worker, "in.i"), a.pp, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, worker, compiler, a.remote...)
+	got := readAndRemove(t, worker, a.inv.Output)
+	if !bytes.Equal(got[a.inv.Output], a.local[a.inv.Output]) {
+		t.Errorf("remote object differs from the local one")
+	}
 }

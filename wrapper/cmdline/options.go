@@ -212,26 +212,31 @@ var exactOptions = func() map[string]*option {
 	return m
 }()
 
-// prefixOptions lists the options that accept a joined argument, longest
-// name first, so that "-iwithprefixbefore" wins over "-iwithprefix" and
-// "-include" over "-I" never arises (case differs) but "-MF" over "-M"
-// does.
-var prefixOptions = func() []*option {
-	var l []*option
+// prefixOptions lists the options that accept a joined argument, grouped
+// by their first two characters, longest name first within a group, so
+// that "-iwithprefixbefore" wins over "-iwithprefix" and "-MF" is tried
+// before shorter names.
+var prefixOptions = func() map[string][]*option {
+	m := map[string][]*option{}
 	for i := range optionTable {
 		o := &optionTable[i]
 		if o.kind == kindJoined || o.kind == kindJoinedOrSeparate {
-			l = append(l, o)
+			m[o.name[:2]] = append(m[o.name[:2]], o)
 		}
 	}
-	sort.SliceStable(l, func(i, j int) bool { return len(l[i].name) > len(l[j].name) })
-	return l
+	for _, l := range m {
+		sort.SliceStable(l, func(i, j int) bool { return len(l[i].name) > len(l[j].name) })
+	}
+	return m
 }()
 
 // lookupPrefix returns the longest option with a joined form that prefixes
 // tok, and the joined argument.
 func lookupPrefix(tok string) (*option, string) {
-	for _, o := range prefixOptions {
+	if len(tok) < 2 {
+		return nil, ""
+	}
+	for _, o := range prefixOptions[tok[:2]] {
 		if len(tok) > len(o.name) && strings.HasPrefix(tok, o.name) {
 			return o, tok[len(o.name):]
 		}

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 )
 
@@ -27,16 +26,12 @@ const (
 // (g++, c++ and clang++ do).
 func (k CompilerKind) IsCXX() bool { return k == KindGXX || k == KindCXX || k == KindClangXX }
 
-// versionSuffix matches the version that distributions append to driver
-// names: gcc-12, clang-15, g++-12.2.
-var versionSuffix = regexp.MustCompile(`-[0-9][0-9.]*$`)
-
 // KindOf returns the kind of the compiler named by path: its base name,
 // without a version suffix ("-12"), must be gcc, g++, cc, c++, clang or
 // clang++, possibly after a target prefix ending in '-'
 // ("x86_64-linux-gnu-gcc-12").
 func KindOf(path string) CompilerKind {
-	base := versionSuffix.ReplaceAllString(filepath.Base(path), "")
+	base := trimVersion(filepath.Base(path))
 	// clang++ before g++ and c++ (it ends with both); gcc before cc.
 	for _, k := range []CompilerKind{KindClangXX, KindClang, KindGXX, KindCXX, KindGCC, KindCC} {
 		if base == string(k) || strings.HasSuffix(base, "-"+string(k)) {
@@ -44,6 +39,21 @@ func KindOf(path string) CompilerKind {
 		}
 	}
 	return KindUnknown
+}
+
+// trimVersion removes the version that distributions append to driver
+// names: gcc-12, clang-15, g++-12.2.
+func trimVersion(name string) string {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 || i+1 == len(name) || name[i+1] < '0' || name[i+1] > '9' {
+		return name
+	}
+	for _, c := range name[i+1:] {
+		if (c < '0' || c > '9') && c != '.' {
+			return name
+		}
+	}
+	return name[:i]
 }
 
 // Mode is the last stage the driver runs.
@@ -171,6 +181,9 @@ type Invocation struct {
 	// default dependency target gcc writes is this spelling.
 	explicitOutput string
 	hasOutput      bool
+	// baseDir is Rebase's base directory, "" if not rebased. Then args[0]
+	// is the -fdebug-prefix-map Rebase added.
+	baseDir string
 	// depTargetDefault is the dependency target gcc's driver adds (-MQ)
 	// when -MD or -MMD come without -MT or -MQ: -o's argument as
 	// originally written (Rebase keeps it), or "" without -o.
@@ -361,9 +374,14 @@ func (p *parser) addInput(name string) {
 // apply records a table option and interprets those that change the
 // parser's state.
 func (p *parser) apply(o *option, a arg) {
-	tok := a.opt + a.value
-	if a.form == formSeparate {
-		tok = a.opt + " " + a.value
+	// tok is the argument as written, for messages; only Local decisions
+	// and a few options need it.
+	var tok string
+	if o.local != ReasonNone || o.class == classPre || o.name == "-Wa," || o.name == "-Xassembler" || o.name == "-x" {
+		tok = a.opt + a.value
+		if a.form == formSeparate {
+			tok = a.opt + " " + a.value
+		}
 	}
 	if o.local != ReasonNone {
 		p.localIf(o.local, reasonText(o.local, tok))

@@ -100,8 +100,9 @@ func (e *expander) expand(args, out []string) ([]string, error) {
 // with gcc's rules (libiberty buildargv): whitespace separates arguments;
 // single and double quotes group, and the quote characters are removed; a
 // backslash makes the next character literal everywhere, even inside
-// single quotes (so 'it\'s' is it's). A quoted empty string ('' or "") is
-// an empty argument. Text holding only whitespace yields no arguments.
+// single quotes (so 'it\'s' is it's). A quoted empty string (two quotes
+// in a row) is an empty argument. Text holding only whitespace yields no
+// arguments.
 func SplitResponseFile(s string) []string {
 	var (
 		out    []string
