@@ -36,7 +36,7 @@ func TestBuildDirs(t *testing.T) {
 		}
 	}
 	spares := func(b *buildDirs) int {
-		ents, _ := os.ReadDir(b.spareDir)
+		ents, _ := os.ReadDir(b.spares.dir)
 		return len(ents)
 	}
 
@@ -56,13 +56,13 @@ func TestBuildDirs(t *testing.T) {
 		b := newDirs(t, 2)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { b.run(ctx) })
+		wg.Go(func() { b.spares.run(ctx) })
 		defer func() { cancel(); wg.Wait() }()
 		waitSpares := func(n int) {
 			t.Helper()
-			for deadline := time.Now().Add(5 * time.Second); len(b.spares) != n || spares(b) != n; {
+			for deadline := time.Now().Add(5 * time.Second); len(b.spares.ready) != n || spares(b) != n; {
 				if time.Now().After(deadline) {
-					t.Fatalf("%d spares ready, %d on disk; want %d", len(b.spares), spares(b), n)
+					t.Fatalf("%d spares ready, %d on disk; want %d", len(b.spares.ready), spares(b), n)
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -84,7 +84,7 @@ func TestBuildDirs(t *testing.T) {
 			if err := removeTree(d.dir); err != nil {
 				t.Fatal(err)
 			}
-			b.done()
+			b.spares.refill()
 		}
 		waitSpares(2)
 	})

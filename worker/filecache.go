@@ -36,7 +36,8 @@ import (
 //
 //	ab/sha256-ab12…-1234      a cached file, read-only (0444)
 //	ab/sha256-ab12…-1234-x    the same content, executable (0555)
-//	tmp/                      downloads in progress (emptied at start)
+//	tmp/                      downloads in progress, and spare empty files
+//	                          to write blobs into (emptied at start)
 //
 // Hardlinks share their inode's mode, so the executable and plain copies of
 // one digest are separate entries. Entries are evicted least recently used
@@ -65,6 +66,11 @@ type fileCache struct {
 	lru     *list.List                     // front is most recently used; guarded by mu
 	size    int64                          // total bytes of entries; guarded by mu
 	reads   map[digest.Digest]*batchFlight // batch reads in progress (see fill); guarded by mu
+
+	// spares are empty files under tmp/ for store to fill: creating the
+	// file is the slow part of storing a small blob. Their owner runs
+	// spares.run.
+	spares *spares
 }
 
 // batchFlight is the read of one digest by a fill call. Other fill calls
@@ -134,8 +140,9 @@ func (c *fileCache) path(k cacheKey) string {
 }
 
 // newFileCache opens the cache in dir, creating it if needed, and rebuilds
-// its index from the files there.
-func newFileCache(dir string, maxBytes int64, log *slog.Logger) (*fileCache, error) {
+// its index from the files there. It keeps up to spareFiles spare files
+// once its spares run.
+func newFileCache(dir string, maxBytes int64, spareFiles int, log *slog.Logger) (*fileCache, error) {
 	c := &fileCache{
 		dir: dir, maxBytes: maxBytes, log: log,
 		entries: map[cacheKey]*list.Element{}, lru: list.New(), reads: map[digest.Digest]*batchFlight{},
@@ -150,6 +157,7 @@ func newFileCache(dir string, maxBytes int64, log *slog.Logger) (*fileCache, err
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return nil, err
 	}
+	c.spares = newSpares(tmp, spareFiles, func(p string) error { return createEmpty(p, 0o600) }, "cache file", log)
 	type found struct {
 		key   cacheKey
 		ctime time.Time
@@ -396,12 +404,20 @@ func (c *fileCache) publish(k cacheKey, tmp string) error {
 }
 
 // store writes data, verified content of k's digest, into the cache as k's
-// entry: into a temporary file, published with a rename, so that the entry
-// never holds partial data.
+// entry: into a temporary file (a spare one when one is ready), published
+// with a rename, so that the entry never holds partial data.
 func (c *fileCache) store(k cacheKey, data []byte) error {
-	tmp := filepath.Join(c.dir, "tmp", fmt.Sprintf("%s.%d", k.name(), c.tmpSeq.Add(1)))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, k.mode())
+	tmp, spare := c.spares.take()
+	flags := os.O_WRONLY | os.O_TRUNC // the spare is empty; truncating an empty file is cheap
+	if !spare {
+		tmp = filepath.Join(c.dir, "tmp", fmt.Sprintf("%s.%d", k.name(), c.tmpSeq.Add(1)))
+		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(tmp, flags, k.mode())
 	if err != nil {
+		if spare {
+			os.Remove(tmp)
+		}
 		return status.Errorf(codes.Internal, "file cache: store %s: %v", k.d, err)
 	}
 	_, err = f.Write(data)

@@ -41,7 +41,7 @@ func blobOf(n int, tag string) []byte {
 
 func TestFileCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	dir := t.TempDir()
-	c, err := newFileCache(filepath.Join(dir, "cache"), 250, slog.New(slog.DiscardHandler))
+	c, err := newFileCache(filepath.Join(dir, "cache"), 250, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestFileCacheEvictsLeastRecentlyUsed(t *testing.T) {
 		stray := filepath.Join(c.dir, "ab", "junk")
 		os.MkdirAll(filepath.Dir(stray), 0o755)
 		os.WriteFile(stray, nil, 0o644)
-		c2, err := newFileCache(c.dir, 250, slog.New(slog.DiscardHandler))
+		c2, err := newFileCache(c.dir, 250, 0, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestFileCacheEvictsLeastRecentlyUsed(t *testing.T) {
 
 func TestFileCacheModes(t *testing.T) {
 	dir := t.TempDir()
-	c, err := newFileCache(filepath.Join(dir, "cache"), 1<<20, slog.New(slog.DiscardHandler))
+	c, err := newFileCache(filepath.Join(dir, "cache"), 1<<20, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func (f *fakeBatchRead) readsOf(d digest.Digest) int {
 
 func TestFileCacheFill(t *testing.T) {
 	newCache := func(t *testing.T) *fileCache {
-		c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, slog.New(slog.DiscardHandler))
+		c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, 0, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +338,7 @@ func TestFileCacheStore(t *testing.T) {
 	// never trusted.
 	data := []byte("stored content")
 	k := cacheKey{d: digest.FromBytes(digest.SHA256, data), exec: true}
-	c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, slog.New(slog.DiscardHandler))
+	c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,5 +356,42 @@ func TestFileCacheStore(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(c.dir, "tmp")); len(ents) != 0 {
 		t.Errorf("temporary files left: %v", ents)
+	}
+}
+
+func TestFileCacheStoreUsesSpares(t *testing.T) {
+	// store fills a spare file made ahead of time, and creates one only
+	// when none is ready.
+	c, err := newFileCache(filepath.Join(t.TempDir(), "cache"), 1<<20, 1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.spares.run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+	for deadline := time.Now().Add(5 * time.Second); len(c.spares.ready) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare file made")
+		}
+	}
+	spare := <-c.spares.ready
+	c.spares.ready <- spare
+	for i, data := range [][]byte{[]byte("into the spare"), []byte("into a new file")} {
+		k := cacheKey{d: digest.FromBytes(digest.SHA256, data)}
+		if err := c.store(k, data); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(c.path(k))
+		fi, _ := os.Stat(c.path(k))
+		if err != nil || !bytes.Equal(got, data) || fi.Mode().Perm() != 0o444 || !c.has(k) {
+			t.Errorf("entry %d: %q, err %v, mode %v, indexed %v", i, got, err, fi.Mode().Perm(), c.has(k))
+		}
+		if _, err := os.Stat(spare); i == 0 && !os.IsNotExist(err) {
+			t.Errorf("the spare is still there: %v", err)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.dir, "tmp")); len(ents) != 0 {
+		t.Errorf("files left in tmp: %v (no refill was asked for)", ents)
 	}
 }

@@ -201,7 +201,9 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 		if err := removeTree(dir.dir); err != nil {
 			log.Error("could not remove a build directory", "dir", dir.dir, "err", err)
 		}
-		w.dirs.done()
+		// Replace the spares this lease used.
+		w.dirs.spares.refill()
+		w.cache.spares.refill()
 	}
 	resp, blobs, err := w.run(ctx, p, a.GetInstanceName(), dir, md, s.maxOutputBlobBytes)
 	if err != nil {

@@ -127,7 +127,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var bg sync.WaitGroup
 	defer bg.Wait() // Run returns only once ctx has ended, which stops bg's goroutines
-	bg.Go(func() { w.dirs.run(ctx) })
+	bg.Go(func() { w.dirs.spares.run(ctx) })
+	bg.Go(func() { w.cache.spares.run(ctx) })
 	delay := minBackoff
 	failing := false // a failure has been logged since the last session
 	for {
@@ -160,6 +161,14 @@ func Run(ctx context.Context, cfg Config) error {
 // before it is still being replaced.
 const maxSpareBuildDirs = 256
 
+// Spare files of the file cache, for small input files that are not
+// cached yet: this many per slot, up to the maximum. An action that needs
+// more creates the rest itself.
+const (
+	spareFilesPerSlot = 8
+	maxSpareFiles     = 1024
+)
+
 // prepare creates the work directory, removes stale build directories and
 // spares, and opens the file cache.
 func (w *worker) prepare() error {
@@ -190,7 +199,7 @@ func (w *worker) prepare() error {
 		return err
 	}
 	w.dirs = newBuildDirs(w.buildDir, spare, min(2*w.cfg.Slots, maxSpareBuildDirs), w.log)
-	w.cache, err = newFileCache(filepath.Join(work, "cache"), w.cfg.CacheSize, w.log)
+	w.cache, err = newFileCache(filepath.Join(work, "cache"), w.cfg.CacheSize, min(spareFilesPerSlot*w.cfg.Slots, maxSpareFiles), w.log)
 	return err
 }
 
