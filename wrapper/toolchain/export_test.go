@@ -1,0 +1,4 @@
+package toolchain
+
+// ParseLdd exposes parseLdd to the tests.
+var ParseLdd = parseLdd
