@@ -216,4 +216,3 @@ func lockFile(ctx context.Context, name string) (func(), error) {
 		}
 	}
 }
-

@@ -168,7 +168,7 @@ func TestCaptureFakeRoot(t *testing.T) {
 		{Path: "usr/bin/gcc", Target: "gcc-12"},
 		{Path: "usr/bin/gcc-12", Target: "x86_64-linux-gnu-gcc-12"},
 		{Path: "usr/lib/x86_64-linux-gnu/libc.so.6", Target: "libc-2.36.so"},
-		{Path: "usr/lib/x86_64-linux-gnu/libweird.so.1", Target: "libweird.so.1.0"},                                // climbed above /
+		{Path: "usr/lib/x86_64-linux-gnu/libweird.so.1", Target: "libweird.so.1.0"},                         // climbed above /
 		{Path: "usr/lib64/ld-linux-x86-64.so.2", Target: "../../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"}, // was absolute
 	}
 	if !reflect.DeepEqual(tr.Symlinks, wantLinks) {
