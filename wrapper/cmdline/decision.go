@@ -35,6 +35,10 @@ const (
 	// ReasonNativeArch: -march=native, -mtune=native or -mcpu=native: the
 	// result depends on the machine that compiles.
 	ReasonNativeArch
+	// ReasonWorkingDirectory: -fno-working-directory keeps -E from
+	// recording the directory, so under -g the object would name the
+	// worker's directory instead of the client's.
+	ReasonWorkingDirectory
 	// ReasonProfile: profile-guided optimization or coverage: the compile
 	// reads profile data, or writes .gcno notes, or embeds the object's
 	// absolute directory for the run-time .gcda files.
@@ -93,6 +97,7 @@ var reasonNames = [numReasons]string{
 	ReasonUnknownLanguage:   "unknown_language",
 	ReasonConflict:          "conflict",
 	ReasonNativeArch:        "native_arch",
+	ReasonWorkingDirectory:  "working_directory",
 	ReasonProfile:           "profile",
 	ReasonPlugin:            "plugin",
 	ReasonSpecs:             "specs",

@@ -345,6 +345,9 @@ func classifyFamily(tok string) (known bool, r Reason) {
 		if len(tok) == 2 {
 			return false, ReasonNone
 		}
+		if tok == "-fno-working-directory" {
+			return true, ReasonWorkingDirectory
+		}
 		name := strings.TrimPrefix(tok[2:], "no-")
 		for _, d := range fDeny {
 			if strings.HasPrefix(name, d.prefix) {

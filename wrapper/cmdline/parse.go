@@ -168,7 +168,8 @@ type Invocation struct {
 	PreprocessorFlags []string
 	// CompileFlags are the options both steps use (code generation,
 	// warnings, -std=, -O, -f, -m, -g, ...), as tokens; -x, -o, -c and -S
-	// are not among them.
+	// are not among them. In a rebased invocation the first one is the
+	// -fdebug-prefix-map Rebase added, which RemoteCompileArgs leaves out.
 	CompileFlags []string
 	// DependencyFlags are -MD, -MMD, -MF, -MT, -MQ, -MP, -MG, as tokens.
 	DependencyFlags []string
@@ -177,8 +178,7 @@ type Invocation struct {
 	Decision Decision
 
 	args []arg
-	// explicitOutput is -o's argument as first parsed (before Rebase): the
-	// default dependency target gcc writes is this spelling.
+	// explicitOutput is -o's argument, if hasOutput.
 	explicitOutput string
 	hasOutput      bool
 	// baseDir is Rebase's base directory, "" if not rebased. Then args[0]
@@ -253,7 +253,6 @@ type parser struct {
 	hasFirst bool
 
 	lang     Language // -x in effect; "" for none
-	langBad  string   // an -x value gcc does not know
 	c, s, e  bool     // -c, -S, -E seen
 	m, mm    bool     // -M, -MM
 	md       bool     // -MD or -MMD on the driver
@@ -343,6 +342,8 @@ func reasonText(r Reason, tok string) string {
 		return tok + " produces no object"
 	case ReasonQuery:
 		return tok + " queries the compiler"
+	case ReasonWorkingDirectory:
+		return tok + " would record the worker's directory in debug information"
 	case ReasonPreprocessOnly:
 		return tok + " only preprocesses"
 	case ReasonPrecompiledHeader:
@@ -414,9 +415,6 @@ func (p *parser) apply(o *option, a arg) {
 			p.lang = l
 		default:
 			p.lang = ""
-			if p.langBad == "" {
-				p.langBad = a.value
-			}
 			p.localIf(ReasonUnknownLanguage, "unknown language -x "+a.value)
 		}
 	case "-include":
@@ -515,7 +513,7 @@ func (p *parser) finish(exists func(string) bool) {
 		}
 	}
 	inv.depDriver, inv.depMF = p.md, p.mf != ""
-	p.outputs_()
+	p.deriveOutputs()
 	for _, a := range inv.args {
 		switch a.class {
 		case classPre:
@@ -529,8 +527,8 @@ func (p *parser) finish(exists func(string) bool) {
 	inv.Decision = p.decide(exists)
 }
 
-// outputs_ derives Output, DepFile and DwoFile.
-func (p *parser) outputs_() {
+// deriveOutputs derives Output, DepFile and DwoFile.
+func (p *parser) deriveOutputs() {
 	inv := p.inv
 	if inv.Source == "" && !inv.hasOutput {
 		return

@@ -207,6 +207,9 @@ func TestParseLocal(t *testing.T) {
 		{"ProfileGenerate", "gcc -fprofile-generate -c x.c", cmdline.ReasonProfile, ""},
 		{"Coverage", "gcc --coverage -c x.c", cmdline.ReasonProfile, "--coverage uses profile or coverage files"},
 		{"ProfileArcs", "gcc -fprofile-arcs -ftest-coverage -c x.c", cmdline.ReasonProfile, ""},
+		// Without the working-directory marker the remote compile would
+		// record its own directory.
+		{"NoWorkingDirectory", "gcc -g -fno-working-directory -c x.c", cmdline.ReasonWorkingDirectory, "-fno-working-directory would record the worker's directory in debug information"},
 		// The toolchain reaching outside itself.
 		{"Plugin", "gcc -fplugin=./myplugin.so -c x.c", cmdline.ReasonPlugin, "-fplugin=./myplugin.so loads a compiler plugin"},
 		{"Specs", "gcc -specs=/usr/lib/rpm/redhat/redhat-hardened-cc1 -c x.c", cmdline.ReasonSpecs, ""},
