@@ -1,0 +1,276 @@
+// Package config is the configuration of the kiln cc compiler wrapper: a
+// strict YAML file in the user's configuration directory
+// ($XDG_CONFIG_HOME/kiln/client.yaml, else ~/.config/kiln/client.yaml)
+// under environment variables (KILN_SERVER, ...), each value remembering
+// where it came from so that `kiln config` can say.
+//
+// Loading costs a stat (and a read when the file exists): it runs on every
+// compile, local ones included.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kiln-build/kiln/internal/grpcaddr"
+)
+
+// Config is the effective client configuration.
+type Config struct {
+	// Server is the REAPI endpoint, grpc://host:port.
+	Server string
+	// Instance is the REAPI instance name.
+	Instance string
+	// ForceRemote makes any remote failure an error instead of a local
+	// compile. For checking a setup; do not use it for everyday builds.
+	ForceRemote bool
+	// Fallback allows compiling locally when the remote side fails. With
+	// Fallback off and ForceRemote off, a failure is still an error.
+	Fallback bool
+	// CacheOnly never executes remotely: the action cache is asked, and on
+	// a miss the compile runs locally and its result is stored in the
+	// cache. For machines that should share results but not load workers.
+	CacheOnly bool
+	// BaseDir is an absolute directory whose paths are made relative
+	// (cmdline.Rebase), so that checkouts at different places share cache
+	// entries. "" disables it.
+	BaseDir string
+	// Log is a file that gets one line per remote problem; "" for none.
+	Log string
+	// ConnectTimeout bounds connecting to the server; past it the compile
+	// falls back.
+	ConnectTimeout time.Duration
+	// ExecuteTimeout bounds one whole remote compile (lookup, upload,
+	// execution, download).
+	ExecuteTimeout time.Duration
+
+	// Sources says, for each key, where its value came from: "default",
+	// the file's path, or the environment variable's name.
+	Sources map[string]string
+	// File is the configuration file's path (which may not exist).
+	File string
+}
+
+// Keys are the configuration keys in the order `kiln config` prints them.
+var Keys = []string{"server", "instance", "force_remote", "fallback", "cache_only", "base_dir", "log", "connect_timeout", "execute_timeout"}
+
+// envNames maps keys to their environment variables.
+var envNames = map[string]string{
+	"server":          "KILN_SERVER",
+	"instance":        "KILN_INSTANCE",
+	"force_remote":    "KILN_FORCE_REMOTE",
+	"fallback":        "KILN_FALLBACK",
+	"cache_only":      "KILN_CACHE_ONLY",
+	"base_dir":        "KILN_BASE_DIR",
+	"log":             "KILN_LOG",
+	"connect_timeout": "KILN_CONNECT_TIMEOUT",
+	"execute_timeout": "KILN_EXECUTE_TIMEOUT",
+}
+
+// file is client.yaml. Pointers tell an absent key from a zero value.
+type file struct {
+	Server         *string `yaml:"server"`
+	Instance       *string `yaml:"instance"`
+	ForceRemote    *bool   `yaml:"force_remote"`
+	Fallback       *bool   `yaml:"fallback"`
+	CacheOnly      *bool   `yaml:"cache_only"`
+	BaseDir        *string `yaml:"base_dir"`
+	Log            *string `yaml:"log"`
+	ConnectTimeout *string `yaml:"connect_timeout"`
+	ExecuteTimeout *string `yaml:"execute_timeout"`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	c := Config{
+		Server:         "grpc://127.0.0.1:8980",
+		Fallback:       true,
+		ConnectTimeout: 2 * time.Second,
+		ExecuteTimeout: 5 * time.Minute,
+		Sources:        map[string]string{},
+	}
+	for _, k := range Keys {
+		c.Sources[k] = "default"
+	}
+	return c
+}
+
+// FilePath returns where the configuration file is, from getenv's
+// XDG_CONFIG_HOME or HOME.
+func FilePath(getenv func(string) string) string {
+	dir := getenv("XDG_CONFIG_HOME")
+	if dir == "" || !filepath.IsAbs(dir) {
+		dir = filepath.Join(getenv("HOME"), ".config")
+	}
+	return filepath.Join(dir, "kiln", "client.yaml")
+}
+
+// Load returns the defaults, overridden by the file at FilePath (absent is
+// fine), overridden by the environment. A malformed file or variable is an
+// error naming it.
+func Load(getenv func(string) string) (Config, error) {
+	c := Default()
+	c.File = FilePath(getenv)
+	data, err := os.ReadFile(c.File)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return c, fmt.Errorf("config %s: %w", c.File, err)
+	default:
+		var f file
+		if err := parse(data, &f); err != nil {
+			return c, fmt.Errorf("config %s: %w", c.File, err)
+		}
+		if err := c.applyFile(&f); err != nil {
+			return c, fmt.Errorf("config %s: %w", c.File, err)
+		}
+	}
+	for _, k := range Keys {
+		v, ok := lookup(getenv, envNames[k])
+		if !ok {
+			continue
+		}
+		if err := c.set(k, v, envNames[k]); err != nil {
+			return c, fmt.Errorf("environment %s: %w", envNames[k], err)
+		}
+	}
+	if _, err := grpcaddr.Parse(c.Server); err != nil {
+		return c, fmt.Errorf("server (from %s): %w", c.Sources["server"], err)
+	}
+	if c.BaseDir != "" && !filepath.IsAbs(c.BaseDir) {
+		return c, fmt.Errorf("base_dir (from %s): %q is not absolute", c.Sources["base_dir"], c.BaseDir)
+	}
+	return c, nil
+}
+
+// lookup treats an empty variable as unset, as shells make it easy to
+// leave one empty.
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+// parse decodes YAML strictly: unknown keys and wrong types are errors.
+func parse(data []byte, f *file) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(f); err != nil && err.Error() != "EOF" {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) applyFile(f *file) error {
+	strs := map[string]*string{"server": f.Server, "instance": f.Instance, "base_dir": f.BaseDir, "log": f.Log, "connect_timeout": f.ConnectTimeout, "execute_timeout": f.ExecuteTimeout}
+	bools := map[string]*bool{"force_remote": f.ForceRemote, "fallback": f.Fallback, "cache_only": f.CacheOnly}
+	for _, k := range Keys {
+		var v string
+		switch {
+		case strs[k] != nil:
+			v = *strs[k]
+		case bools[k] != nil:
+			v = strconv.FormatBool(*bools[k])
+		default:
+			continue
+		}
+		if err := c.set(k, v, c.File); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// set parses v for key k and records its source.
+func (c *Config) set(k, v, source string) error {
+	var err error
+	switch k {
+	case "server":
+		c.Server = v
+	case "instance":
+		c.Instance = v
+	case "base_dir":
+		c.BaseDir = v
+		if v != "" {
+			c.BaseDir = filepath.Clean(v)
+		}
+	case "log":
+		c.Log = v
+	case "force_remote":
+		c.ForceRemote, err = strconv.ParseBool(v)
+	case "fallback":
+		c.Fallback, err = strconv.ParseBool(v)
+	case "cache_only":
+		c.CacheOnly, err = strconv.ParseBool(v)
+	case "connect_timeout":
+		c.ConnectTimeout, err = parseDuration(v)
+	case "execute_timeout":
+		c.ExecuteTimeout, err = parseDuration(v)
+	}
+	if err != nil {
+		return err
+	}
+	c.Sources[k] = source
+	return nil
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("duration %q must be positive", v)
+	}
+	return d, nil
+}
+
+// Value returns key k's value as text.
+func (c *Config) Value(k string) string {
+	switch k {
+	case "server":
+		return c.Server
+	case "instance":
+		return c.Instance
+	case "force_remote":
+		return strconv.FormatBool(c.ForceRemote)
+	case "fallback":
+		return strconv.FormatBool(c.Fallback)
+	case "cache_only":
+		return strconv.FormatBool(c.CacheOnly)
+	case "base_dir":
+		return c.BaseDir
+	case "log":
+		return c.Log
+	case "connect_timeout":
+		return c.ConnectTimeout.String()
+	case "execute_timeout":
+		return c.ExecuteTimeout.String()
+	}
+	return ""
+}
+
+// Format returns one "key: value  # source" line per key, valid YAML for
+// client.yaml.
+func (c *Config) Format() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# file: %s\n", c.File)
+	for _, k := range Keys {
+		v := c.Value(k)
+		switch k {
+		case "force_remote", "fallback", "cache_only":
+		default:
+			v = strconv.Quote(v)
+		}
+		fmt.Fprintf(&b, "%s: %s  # %s\n", k, v, c.Sources[k])
+	}
+	return b.String()
+}
