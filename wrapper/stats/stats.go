@@ -1,0 +1,260 @@
+// Package stats keeps the kiln cc wrapper's counters in the user's cache
+// directory, shared by every wrapper process: make -j64 starts 64 of them
+// at once, so each update takes an exclusive flock on a lock file, reads
+// stats.json, adds its delta and replaces the file (temp + rename), all
+// in well under a millisecond.
+//
+// The same lock guards the warning marker (WarnOnce), which keeps a broken
+// server from printing one warning per compile.
+package stats
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Stats are the counters. Maps are keyed by worker name or reason.
+type Stats struct {
+	// Requests counts every kiln cc invocation.
+	Requests int64 `json:"requests"`
+	// CacheHits counts remote-eligible compiles answered by the action
+	// cache; CacheMisses those that were not.
+	CacheHits   int64 `json:"cache_hits"`
+	CacheMisses int64 `json:"cache_misses"`
+	// RemoteCompiles counts executions, by the worker that ran them.
+	RemoteCompiles map[string]int64 `json:"remote_compiles,omitempty"`
+	// RemoteFailedCompiles counts remote compiles that exited non-zero
+	// (a compile error: replayed as it is).
+	RemoteFailedCompiles int64 `json:"remote_failed_compiles"`
+	// LocalCompiles counts compiles run locally by decision, by the
+	// cmdline reason (or a wrapper reason such as output_dir_missing).
+	LocalCompiles map[string]int64 `json:"local_compiles,omitempty"`
+	// Fallbacks counts remote attempts that failed and ran locally, by
+	// reason (unavailable, timeout, corrupt_result, ...).
+	Fallbacks map[string]int64 `json:"fallbacks,omitempty"`
+	// Errors counts remote failures that were not allowed to fall back
+	// (force_remote or fallback off).
+	Errors int64 `json:"errors"`
+	// CorruptResults counts downloaded outputs whose content did not
+	// match their digest.
+	CorruptResults int64 `json:"corrupt_results"`
+	// CacheUploads counts results of local compiles stored in the action
+	// cache (cache-only mode).
+	CacheUploads int64 `json:"cache_uploads"`
+	// BytesUp and BytesDown count CAS blob bytes sent and received.
+	BytesUp   int64 `json:"bytes_up"`
+	BytesDown int64 `json:"bytes_down"`
+	// WrapperNanos is wall time spent in the wrapper, local compilers
+	// that replace the process (exec) excluded.
+	WrapperNanos int64 `json:"wrapper_nanos"`
+}
+
+// Add adds o's counters to s.
+func (s *Stats) Add(o Stats) {
+	s.Requests += o.Requests
+	s.CacheHits += o.CacheHits
+	s.CacheMisses += o.CacheMisses
+	s.RemoteFailedCompiles += o.RemoteFailedCompiles
+	s.Errors += o.Errors
+	s.CorruptResults += o.CorruptResults
+	s.CacheUploads += o.CacheUploads
+	s.BytesUp += o.BytesUp
+	s.BytesDown += o.BytesDown
+	s.WrapperNanos += o.WrapperNanos
+	s.RemoteCompiles = addMap(s.RemoteCompiles, o.RemoteCompiles)
+	s.LocalCompiles = addMap(s.LocalCompiles, o.LocalCompiles)
+	s.Fallbacks = addMap(s.Fallbacks, o.Fallbacks)
+}
+
+func addMap(dst, src map[string]int64) map[string]int64 {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = make(map[string]int64, len(src))
+	}
+	for k, v := range src {
+		dst[k] += v
+	}
+	return dst
+}
+
+// Inc increments m[k], allocating m if needed.
+func Inc(m *map[string]int64, k string) {
+	if *m == nil {
+		*m = map[string]int64{}
+	}
+	(*m)[k]++
+}
+
+// Store is the counters' directory.
+type Store struct {
+	dir string
+}
+
+// Open returns the store in dir (created on first write).
+func Open(dir string) *Store { return &Store{dir: dir} }
+
+// Dir returns the store's directory.
+func (st *Store) Dir() string { return st.dir }
+
+func (st *Store) path() string { return filepath.Join(st.dir, "stats.json") }
+
+// lock takes the exclusive lock; the returned function releases it.
+func (st *Store) lock() (func(), error) {
+	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(st.dir, "stats.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil // closing releases the flock
+}
+
+// read reads the file; absent or unreadable counts as zero (a corrupt
+// file must not break builds).
+func (st *Store) read() Stats {
+	var s Stats
+	data, err := os.ReadFile(st.path())
+	if err == nil {
+		_ = json.Unmarshal(data, &s)
+	}
+	return s
+}
+
+func (st *Store) write(s Stats) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(st.dir, ".stats-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return os.Rename(f.Name(), st.path())
+}
+
+// Record adds delta to the stored counters.
+func (st *Store) Record(delta Stats) error {
+	unlock, err := st.lock()
+	if err != nil {
+		return fmt.Errorf("stats %s: %w", st.dir, err)
+	}
+	defer unlock()
+	s := st.read()
+	s.Add(delta)
+	if err := st.write(s); err != nil {
+		return fmt.Errorf("stats %s: %w", st.dir, err)
+	}
+	return nil
+}
+
+// Read returns the stored counters.
+func (st *Store) Read() (Stats, error) {
+	unlock, err := st.lock()
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
+	}
+	defer unlock()
+	return st.read(), nil
+}
+
+// Zero resets the counters.
+func (st *Store) Zero() error {
+	unlock, err := st.lock()
+	if err != nil {
+		return fmt.Errorf("stats %s: %w", st.dir, err)
+	}
+	defer unlock()
+	err = os.Remove(st.path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// WarnOnce reports whether this process should print a warning of kind
+// now: true at most once per ttl across all processes sharing the store,
+// marked by the modification time of a file in the store.
+func (st *Store) WarnOnce(kind string, now time.Time, ttl time.Duration) bool {
+	unlock, err := st.lock()
+	if err != nil {
+		return true // better a repeated warning than a silent one
+	}
+	defer unlock()
+	marker := filepath.Join(st.dir, "warned-"+kind)
+	if fi, err := os.Stat(marker); err == nil && now.Sub(fi.ModTime()) < ttl && now.Sub(fi.ModTime()) >= 0 {
+		return false
+	}
+	if f, err := os.Create(marker); err == nil {
+		f.Close()
+	}
+	_ = os.Chtimes(marker, now, now)
+	return true
+}
+
+// Format returns the counters as text for `kiln stats`.
+func (s Stats) Format() string {
+	var b strings.Builder
+	line := func(name string, v any) { fmt.Fprintf(&b, "%-28s %v\n", name, v) }
+	line("requests", s.Requests)
+	line("cache hits", s.CacheHits)
+	line("cache misses", s.CacheMisses)
+	if n := s.CacheHits + s.CacheMisses; n > 0 {
+		line("cache hit rate", fmt.Sprintf("%.1f%%", 100*float64(s.CacheHits)/float64(n)))
+	}
+	section := func(title string, m map[string]int64) {
+		var total int64
+		for _, v := range m {
+			total += v
+		}
+		line(title, total)
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			line("  "+k, m[k])
+		}
+	}
+	section("remote compiles", s.RemoteCompiles)
+	line("remote compile errors", s.RemoteFailedCompiles)
+	section("local compiles", s.LocalCompiles)
+	section("fallbacks", s.Fallbacks)
+	line("remote errors (no fallback)", s.Errors)
+	line("corrupt results", s.CorruptResults)
+	line("cache uploads", s.CacheUploads)
+	line("bytes up", s.BytesUp)
+	line("bytes down", s.BytesDown)
+	line("time in wrapper", time.Duration(s.WrapperNanos).Round(time.Millisecond))
+	return b.String()
+}
