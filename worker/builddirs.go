@@ -39,8 +39,8 @@ type buildDirs struct {
 }
 
 // newBuildDirs returns a buildDirs keeping up to n spares under spareDir,
-// on the filesystem of parent. Both directories must exist. Run
-// spares.run to make the spares.
+// on the filesystem of parent. Both directories must exist. spares.fill
+// makes the spares.
 func newBuildDirs(parent, spareDir string, n int, log *slog.Logger) *buildDirs {
 	mk := func(p string) error {
 		_, err := makeBuildDir(p)

@@ -5,9 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 )
 
 func TestBuildDirs(t *testing.T) {
@@ -52,22 +50,16 @@ func TestBuildDirs(t *testing.T) {
 		}
 	})
 
-	t.Run("SparesAreRenamedIntoPlaceAndReplacedAfterDone", func(t *testing.T) {
+	t.Run("SparesAreRenamedIntoPlaceAndMadeAgainByFill", func(t *testing.T) {
 		b := newDirs(t, 2)
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { b.spares.run(ctx) })
-		defer func() { cancel(); wg.Wait() }()
-		waitSpares := func(n int) {
+		requireSpares := func(n int) {
 			t.Helper()
-			for deadline := time.Now().Add(5 * time.Second); len(b.spares.ready) != n || spares(b) != n; {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d spares ready, %d on disk; want %d", len(b.spares.ready), spares(b), n)
-				}
-				time.Sleep(time.Millisecond)
+			if len(b.spares.ready) != n || spares(b) != n {
+				t.Fatalf("%d spares ready, %d on disk; want %d", len(b.spares.ready), spares(b), n)
 			}
 		}
-		waitSpares(2)
+		b.spares.fill(context.Background())
+		requireSpares(2)
 		var taken []buildDir
 		for _, name := range []string{"1-a", "2-b", "3-c"} { // the third has no spare left
 			d, err := b.take(name)
@@ -80,12 +72,12 @@ func TestBuildDirs(t *testing.T) {
 		if n := spares(b); n != 0 {
 			t.Errorf("%d spares left on disk, want 0", n)
 		}
-		for _, d := range taken {
-			if err := removeTree(d.dir); err != nil {
-				t.Fatal(err)
-			}
-			b.spares.refill()
-		}
-		waitSpares(2)
+		b.spares.fill(context.Background())
+		requireSpares(2)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		b.take("4-d")
+		b.spares.fill(ctx) // ended: makes nothing
+		requireSpares(1)
 	})
 }

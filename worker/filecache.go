@@ -68,8 +68,8 @@ type fileCache struct {
 	reads   map[digest.Digest]*batchFlight // batch reads in progress (see fill); guarded by mu
 
 	// spares are empty files under tmp/ for store to fill: creating the
-	// file is the slow part of storing a small blob. Their owner runs
-	// spares.run.
+	// file is the slow part of storing a small blob. The cache's owner
+	// calls spares.fill.
 	spares *spares
 }
 

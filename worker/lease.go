@@ -172,8 +172,8 @@ func (w *worker) buildDirName(lease string) string {
 }
 
 // execute runs one lease and returns its response and the output blobs to
-// send with it, plus a cleanup that removes the build directory (run it
-// after reporting).
+// send with it, plus a cleanup that has the janitor remove the build
+// directory (call it after reporting).
 func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment) (*repb.ExecuteResponse, []*workerpb.Blob, func()) {
 	md := &repb.ExecutedActionMetadata{Worker: w.cfg.Name, WorkerStartTimestamp: timestamppb.Now()}
 	if q := a.GetQueuedUnixNanos(); q > 0 {
@@ -198,12 +198,12 @@ func (w *worker) execute(ctx context.Context, s *session, a *workerpb.Assignment
 		return errorResponse(err), nil, noCleanup
 	}
 	cleanup := func() {
-		if err := removeTree(dir.dir); err != nil {
-			log.Error("could not remove a build directory", "dir", dir.dir, "err", err)
-		}
-		// Replace the spares this lease used.
-		w.dirs.spares.refill()
-		w.cache.spares.refill()
+		w.janitor.later(func(ctx context.Context) {
+			if err := removeTree(dir.dir); err != nil {
+				log.Error("could not remove a build directory", "dir", dir.dir, "err", err)
+			}
+			w.fillSpares(ctx) // replace the ones this lease used
+		})
 	}
 	resp, blobs, err := w.run(ctx, p, a.GetInstanceName(), dir, md, s.maxOutputBlobBytes)
 	if err != nil {
@@ -277,6 +277,7 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 		Timeout:    timeout,
 		Platform:   platform.GetProperties(),
 	}
+	w.janitor.commandStarting()
 	res, err := w.cfg.Runner.Run(ctx, req)
 	if err != nil {
 		return nil, nil, err

@@ -17,8 +17,9 @@
 //	spare/<n>/                 build directories made ahead (see buildDirs)
 //	cache/                     the file cache (see fileCache)
 //
-// Goroutines: Run owns the session loop and the goroutine that makes spare
-// build directories; a session owns its heartbeat
+// Goroutines: Run owns the session loop and the janitor (which removes
+// build directories and makes spare ones, and spare cache files); a session
+// owns its heartbeat
 // goroutine and one goroutine per lease, and waits for all of them before
 // it returns, so leases never outlive the session that received them.
 package worker
@@ -92,6 +93,7 @@ type worker struct {
 	buildDir string        // canonical WorkDir/build
 	buildSeq atomic.Uint64 // numbers build directories
 	dirs     *buildDirs    // makes build directories, with spares under WorkDir/spare
+	janitor  *janitor      // removes build directories and tops up spares
 	maxBatch atomic.Int64  // the CAS batch limit, from the last Capabilities call
 }
 
@@ -121,14 +123,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &worker{cfg: cfg, log: log, client: workerpb.NewWorkersClient(cfg.Conn)}
+	w := &worker{cfg: cfg, log: log, client: workerpb.NewWorkersClient(cfg.Conn), janitor: newJanitor(janitorMaxDelay)}
 	if err := w.prepare(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	var bg sync.WaitGroup
 	defer bg.Wait() // Run returns only once ctx has ended, which stops bg's goroutines
-	bg.Go(func() { w.dirs.spares.run(ctx) })
-	bg.Go(func() { w.cache.spares.run(ctx) })
+	w.janitor.later(w.fillSpares)
+	bg.Go(func() { w.janitor.run(ctx) })
 	delay := minBackoff
 	failing := false // a failure has been logged since the last session
 	for {
@@ -156,6 +158,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
+// janitorMaxDelay is how long housekeeping waits for the next command to
+// start (see janitor).
+const janitorMaxDelay = 5 * time.Millisecond
+
 // maxSpareBuildDirs caps the spare build directories kept ready: two per
 // slot, so that a lease finds one even while the spare of the lease
 // before it is still being replaced.
@@ -168,6 +174,12 @@ const (
 	spareFilesPerSlot = 8
 	maxSpareFiles     = 1024
 )
+
+// fillSpares tops up the spare build directories and cache files.
+func (w *worker) fillSpares(ctx context.Context) {
+	w.dirs.spares.fill(ctx)
+	w.cache.spares.fill(ctx)
+}
 
 // prepare creates the work directory, removes stale build directories and
 // spares, and opens the file cache.
@@ -335,7 +347,8 @@ func (w *worker) assign(ctx context.Context, s *session, wg *sync.WaitGroup, a *
 		// The slot is free once the action's processes are gone and its
 		// outputs uploaded, which is now: release it before reporting,
 		// so that the next assignment, which may follow the report at
-		// once, finds it free. Removing the build directory comes after.
+		// once, finds it free. The janitor removes the build directory
+		// later.
 		s.mu.Lock()
 		delete(s.leases, id)
 		s.mu.Unlock()
