@@ -27,6 +27,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServerCmd(), newWorkerCmd(), newBenchCmd())
+	root.AddCommand(newWrapperCmds(root)...)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "kiln:", err)
 		os.Exit(1)

@@ -1,0 +1,525 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	lrpb "cloud.google.com/go/longrunning/autogen/longrunningpb"
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kiln-build/kiln/cas/casclient"
+	"github.com/kiln-build/kiln/cas/digest"
+	"github.com/kiln-build/kiln/internal/grpcaddr"
+	"github.com/kiln-build/kiln/internal/rpcstatus"
+	"github.com/kiln-build/kiln/wrapper/cmdline"
+	"github.com/kiln-build/kiln/wrapper/stats"
+	"github.com/kiln-build/kiln/wrapper/toolchain"
+)
+
+const (
+	// workDir is the remote command's working directory inside the input
+	// root. It holds the preprocessed file, so it exists; it is not a path
+	// the toolchain uses, nor one the hermetic sandbox mounts over.
+	workDir = "kiln-work"
+	// inputBase is the preprocessed file's name: fixed, so that the same
+	// code compiled from different files shares one action (gcc takes the
+	// source name from the line markers, not from this name).
+	inputBase = "input"
+	// maxWaits bounds the WaitExecution calls after broken streams.
+	maxWaits = 5
+)
+
+// Platform is the action's platform: sorted by name as REAPI requires.
+var Platform = &repb.Platform{Properties: []*repb.Platform_Property{
+	{Name: "ISA", Value: "x86-64"},
+	{Name: "OSFamily", Value: "linux"},
+	{Name: "sandbox", Value: "hermetic"},
+}}
+
+// remoteError is a remote failure with the reason stats count it under.
+type remoteError struct {
+	reason string
+	err    error
+}
+
+func (e *remoteError) Error() string { return e.err.Error() }
+func (e *remoteError) Unwrap() error { return e.err }
+
+// classify turns err into a remoteError, choosing the reason from its code.
+func classify(ctx context.Context, err error) *remoteError {
+	var re *remoteError
+	if errors.As(err, &re) {
+		return re
+	}
+	if ctx.Err() != nil {
+		return &remoteError{"timeout", err}
+	}
+	switch rpcstatus.Code(err) {
+	case codes.DeadlineExceeded:
+		return &remoteError{"timeout", err}
+	case codes.Unavailable:
+		return &remoteError{"unavailable", err}
+	}
+	return &remoteError{"remote_error", err}
+}
+
+// output is one file of the remote compile.
+type output struct {
+	local  string // path the build expects, as written on the command line
+	remote string // path relative to workDir
+}
+
+// action is everything one remote compile needs.
+type action struct {
+	inv      *cmdline.Invocation // the (rebased) invocation
+	tree     *toolchain.Tree     // input root
+	blobs    []casclient.Blob    // of the input root, the Command and the Action
+	digest   digest.Digest       // of the Action
+	outputs  []output
+	ppStderr []byte // the preprocessor's warnings, replayed on success
+}
+
+// remote runs the remote path of Run.
+func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, inv *cmdline.Invocation) int {
+	if w.Config.BaseDir != "" {
+		if cwd, err := os.Getwd(); err == nil {
+			inv = inv.Rebase(w.Config.BaseDir, cwd)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "kiln-cc-")
+	if err != nil {
+		return w.fallback(path, name, args, "local_io", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	ctx, cancel := context.WithTimeout(ctx, w.Config.ExecuteTimeout)
+	defer cancel()
+	act, err := w.prepare(ctx, tmp, path, name, inv)
+	if err != nil {
+		return w.fallback(path, name, args, classify(ctx, err).reason, err)
+	}
+	if act == nil {
+		// The preprocessor failed: let the real compile say why.
+		return w.local(path, name, args, ReasonPreprocessFailed)
+	}
+
+	conn, err := grpcaddr.Dial(w.Config.Server)
+	if err != nil {
+		return w.fallback(path, name, args, "config", err)
+	}
+	defer conn.Close()
+	if err := waitReady(ctx, conn, w.Config.ConnectTimeout); err != nil {
+		return w.fallback(path, name, args, classify(ctx, err).reason, err)
+	}
+	cas := casclient.New(conn, w.Config.Instance, act.digest.Function(), 0)
+	exit, err := w.execute(ctx, conn, cas, act, path, name)
+	if err != nil {
+		return w.fallback(path, name, args, classify(ctx, err).reason, err)
+	}
+	w.record()
+	if exit < 0 {
+		return w.runLocal(path, name, args)
+	}
+	return exit
+}
+
+// waitReady connects conn, failing after timeout: a server that accepts
+// TCP connections and never speaks HTTP/2 must not hang the build.
+func waitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		if s == connectivity.Ready {
+			return nil
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return status.Errorf(codes.Unavailable, "connect to %s: no connection within %v (last state %s)", conn.Target(), timeout, s)
+		}
+	}
+}
+
+// prepare preprocesses the source and builds the action. A nil action
+// with a nil error means the preprocessor failed.
+func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdline.Invocation) (*action, error) {
+	tree, err := toolchain.LoadOrCapture(ctx, w.CacheDir, path)
+	if err != nil {
+		return nil, &remoteError{"toolchain", err}
+	}
+	fn := tree.Root.Function()
+	act := &action{inv: inv}
+	var data []byte
+	if inv.Language.IsPreprocessed() {
+		if data, err = os.ReadFile(inv.Source); err != nil {
+			return nil, nil
+		}
+	} else {
+		iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
+		var stderr bytes.Buffer
+		code, err := runChild(path, append([]string{name}, inv.PreprocessArgs(iPath)...), nil, io.Discard, &stderr)
+		if err != nil || code != 0 {
+			return nil, nil
+		}
+		act.ppStderr = stderr.Bytes()
+		if data, err = os.ReadFile(iPath); err != nil {
+			return nil, &remoteError{"local_io", err}
+		}
+	}
+	prefixMap := ""
+	if w.Config.BaseDir != "" {
+		data = cmdline.ReplaceWorkingDirectory(data, w.Config.BaseDir)
+		if bytes.Contains(data, []byte(w.Config.BaseDir)) {
+			prefixMap = inv.DebugPrefixMap() // checkout-specific anyway; see RemoteCompileArgs
+		}
+	}
+	iName := inputBase + inv.Language.PreprocessedExt()
+	iHost := filepath.Join(tmp, "send-"+iName)
+	if err := os.WriteFile(iHost, data, 0o644); err != nil {
+		return nil, &remoteError{"local_io", err}
+	}
+	input, err := tree.WithFiles(toolchain.File{Path: workDir + "/" + iName, HostPath: iHost, Digest: digest.FromBytes(fn, data)})
+	if err != nil {
+		return nil, &remoteError{"toolchain", err}
+	}
+	act.tree = input
+
+	// Outputs: relative names stay (gcc records -gsplit-dwarf's .dwo name
+	// as spelled); others go to out/ under the working directory.
+	var remotePaths []string
+	objectName := ""
+	for i, o := range inv.RemoteOutputs() {
+		r := filepath.ToSlash(filepath.Clean(o))
+		if !filepath.IsLocal(o) {
+			r = fmt.Sprintf("kiln-out/%d/%s", i, filepath.Base(o))
+		}
+		if i == 0 {
+			objectName = r
+		}
+		act.outputs = append(act.outputs, output{local: o, remote: r})
+		remotePaths = append(remotePaths, r)
+	}
+	sort.Strings(remotePaths)
+	argv := []string{tree.Compiler}
+	if prefixMap != "" {
+		argv = append(argv, prefixMap)
+	}
+	argv = append(argv, inv.RemoteCompileArgs(iName, objectName)...)
+	var env []*repb.Command_EnvironmentVariable
+	if len(tree.LibraryPath) > 0 {
+		env = append(env, &repb.Command_EnvironmentVariable{Name: "LD_LIBRARY_PATH", Value: strings.Join(tree.LibraryPath, ":")})
+	}
+	env = append(env, &repb.Command_EnvironmentVariable{Name: "PATH", Value: tree.PathEnv})
+	cmd := &repb.Command{
+		Arguments:            argv,
+		EnvironmentVariables: env,
+		OutputFiles:          remotePaths,
+		OutputPaths:          remotePaths,
+		WorkingDirectory:     workDir,
+		Platform:             Platform,
+	}
+	cmdData, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	cmdDigest := digest.FromBytes(fn, cmdData)
+	a := &repb.Action{
+		CommandDigest:   cmdDigest.Proto(),
+		InputRootDigest: input.Root.Proto(),
+		Timeout:         durationpb.New(w.Config.ExecuteTimeout),
+		Platform:        Platform,
+	}
+	aData, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	act.digest = digest.FromBytes(fn, aData)
+	act.blobs = append(input.Blobs(), casclient.Blob{Digest: cmdDigest, Data: cmdData}, casclient.Blob{Digest: act.digest, Data: aData})
+	return act, nil
+}
+
+// execute looks the action up, runs it on a miss, and writes the result.
+func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *casclient.Client, act *action, path, name string) (int, error) {
+	fn := act.digest.Function()
+	ac := repb.NewActionCacheClient(conn)
+	inline := make([]string, len(act.outputs))
+	for i, o := range act.outputs {
+		inline[i] = o.remote
+	}
+	res, err := ac.GetActionResult(ctx, &repb.GetActionResultRequest{
+		InstanceName:      cas.Instance(),
+		ActionDigest:      act.digest.Proto(),
+		InlineStdout:      true,
+		InlineStderr:      true,
+		InlineOutputFiles: inline,
+		DigestFunction:    fn.Enum(),
+	})
+	switch {
+	case err == nil:
+		files, err := w.fetch(ctx, cas, act, res)
+		if err == nil {
+			w.delta.CacheHits++
+			return w.finish(act, res, files)
+		}
+		if rpcstatus.Code(err) != codes.Internal {
+			return 0, err
+		}
+		// Wrong bytes in the cache: run the action again, bypassing it.
+		w.delta.CorruptResults++
+		w.logf("action %s: cached result is corrupt, executing again: %v", act.digest, err)
+	case status.Code(err) == codes.NotFound:
+	default:
+		return 0, rpcstatus.Wrap(err, "get action result")
+	}
+	w.delta.CacheMisses++
+	if w.Config.CacheOnly {
+		return w.compileAndStore(ctx, ac, cas, act, path, name)
+	}
+	if err := w.upload(ctx, cas, act.blobs); err != nil {
+		return 0, err
+	}
+	resp, err := w.run(ctx, conn, cas.Instance(), act.digest, res != nil)
+	if err != nil {
+		return 0, err
+	}
+	res = resp.GetResult()
+	if resp.GetCachedResult() {
+		w.delta.CacheHits++
+		w.delta.CacheMisses--
+	} else {
+		worker := res.GetExecutionMetadata().GetWorker()
+		if worker == "" {
+			worker = "unknown"
+		}
+		stats.Inc(&w.delta.RemoteCompiles, worker)
+	}
+	files, err := w.fetch(ctx, cas, act, res)
+	if err != nil {
+		if rpcstatus.Code(err) == codes.Internal {
+			w.delta.CorruptResults++
+			return 0, &remoteError{"corrupt_result", err}
+		}
+		return 0, err
+	}
+	return w.finish(act, res, files)
+}
+
+// upload sends the blobs the CAS lacks: after the first compile with a
+// toolchain, only the preprocessed file, the Command and the Action.
+func (w *Wrapper) upload(ctx context.Context, cas *casclient.Client, blobs []casclient.Blob) error {
+	ds := make([]digest.Digest, len(blobs))
+	for i, b := range blobs {
+		ds[i] = b.Digest
+	}
+	missing, err := cas.FindMissing(ctx, ds)
+	if err != nil {
+		return rpcstatus.Wrap(err, "find missing blobs")
+	}
+	want := make(map[digest.Digest]bool, len(missing))
+	for _, d := range missing {
+		want[d] = true
+	}
+	var todo []casclient.Blob
+	for _, b := range blobs {
+		if want[b.Digest] {
+			todo = append(todo, b)
+			delete(want, b.Digest)
+			w.delta.BytesUp += b.Digest.Size()
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	return rpcstatus.Wrap(cas.Upload(ctx, todo), "upload")
+}
+
+// run executes the action and follows its operation to the end,
+// reconnecting with WaitExecution when the stream breaks.
+func (w *Wrapper) run(ctx context.Context, conn *grpc.ClientConn, instance string, d digest.Digest, skipCache bool) (*repb.ExecuteResponse, error) {
+	exec := repb.NewExecutionClient(conn)
+	stream, err := exec.Execute(ctx, &repb.ExecuteRequest{
+		InstanceName:    instance,
+		ActionDigest:    d.Proto(),
+		SkipCacheLookup: skipCache,
+		DigestFunction:  d.Function().Enum(),
+	})
+	if err != nil {
+		return nil, rpcstatus.Wrap(err, "execute")
+	}
+	opName := ""
+	waits := 0
+	for {
+		op, err := stream.Recv()
+		if err == nil {
+			opName = op.GetName()
+			if op.GetDone() {
+				return operationResponse(op)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, rpcstatus.FromContext(ctx)
+		}
+		if opName == "" || waits >= maxWaits || (err != io.EOF && rpcstatus.Code(err) != codes.Unavailable && rpcstatus.Code(err) != codes.Internal) {
+			if err == io.EOF {
+				err = status.Error(codes.Unavailable, "the execute stream ended before the operation was done")
+			}
+			return nil, rpcstatus.Wrap(err, "execute")
+		}
+		waits++
+		stream, err = exec.WaitExecution(ctx, &repb.WaitExecutionRequest{Name: opName})
+		if err != nil {
+			return nil, rpcstatus.Wrap(err, "wait execution")
+		}
+	}
+}
+
+// operationResponse extracts the ExecuteResponse of a done operation. An
+// infrastructure failure (status not OK) is an error; a failed compile
+// (non-zero exit) is not.
+func operationResponse(op *lrpb.Operation) (*repb.ExecuteResponse, error) {
+	if e := op.GetError(); e != nil {
+		return nil, rpcstatus.Wrap(status.FromProto(e).Err(), "operation")
+	}
+	resp := &repb.ExecuteResponse{}
+	if err := op.GetResponse().UnmarshalTo(resp); err != nil {
+		return nil, status.Errorf(codes.Internal, "operation %s: response: %v", op.GetName(), err)
+	}
+	if st := resp.GetStatus(); st.GetCode() != int32(codes.OK) {
+		return nil, rpcstatus.Wrap(status.FromProto(st).Err(), "execute")
+	}
+	if resp.GetResult() == nil {
+		return nil, status.Errorf(codes.Internal, "operation %s: no result", op.GetName())
+	}
+	return resp, nil
+}
+
+// fetched is the verified content of an ActionResult.
+type fetched struct {
+	files          map[string][]byte // by remote path
+	executable     map[string]bool
+	stdout, stderr []byte
+}
+
+// fetch reads every output, stdout and stderr of res into memory,
+// checking each against its digest (Internal on a mismatch), and checks
+// that a successful compile produced its object.
+func (w *Wrapper) fetch(ctx context.Context, cas *casclient.Client, act *action, res *repb.ActionResult) (*fetched, error) {
+	fn := act.digest.Function()
+	f := &fetched{files: map[string][]byte{}, executable: map[string]bool{}}
+	read := func(pb *repb.Digest, inline []byte, what string) ([]byte, error) {
+		if pb == nil {
+			return inline, nil
+		}
+		d, err := digest.FromProto(fn, pb)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "%s: %v", what, err)
+		}
+		if inline != nil || d.IsEmpty() {
+			if got := digest.FromBytes(fn, inline); got != d {
+				return nil, status.Errorf(codes.Internal, "%s: inlined data is %s, want %s", what, got, d)
+			}
+			return inline, nil
+		}
+		data, err := cas.ReadBlob(ctx, d)
+		if err != nil {
+			return nil, rpcstatus.Wrap(err, what)
+		}
+		w.delta.BytesDown += int64(len(data))
+		return data, nil
+	}
+	var err error
+	if f.stdout, err = read(res.GetStdoutDigest(), res.GetStdoutRaw(), "stdout"); err != nil {
+		return nil, err
+	}
+	if f.stderr, err = read(res.GetStderrDigest(), res.GetStderrRaw(), "stderr"); err != nil {
+		return nil, err
+	}
+	for _, of := range res.GetOutputFiles() {
+		data, err := read(of.GetDigest(), of.GetContents(), "output "+of.GetPath())
+		if err != nil {
+			return nil, err
+		}
+		f.files[of.GetPath()] = data
+		f.executable[of.GetPath()] = of.GetIsExecutable()
+	}
+	if res.GetExitCode() == 0 {
+		if _, ok := f.files[act.outputs[0].remote]; !ok {
+			return nil, status.Errorf(codes.Internal, "the compile succeeded but sent no %s", act.outputs[0].remote)
+		}
+	}
+	return f, nil
+}
+
+// finish writes the outputs where the build expects them (each
+// atomically), replays stdout and stderr and returns the exit code; -1
+// asks for a local rerun of a failed compile.
+func (w *Wrapper) finish(act *action, res *repb.ActionResult, f *fetched) (int, error) {
+	if res.GetExitCode() == 0 {
+		for _, o := range act.outputs {
+			data, ok := f.files[o.remote]
+			if !ok {
+				continue // an optional .dwo gcc did not write
+			}
+			if err := writeAtomic(o.local, data, f.executable[o.remote]); err != nil {
+				return 0, &remoteError{"local_io", err}
+			}
+		}
+	} else {
+		// A compile error. The worker's diagnostics lack the source lines
+		// (it only has the .i) and the local locale's quotes, so the error
+		// the user reads comes from a local run, which also rules out a
+		// broken worker. Counted as remote_failed_compiles.
+		w.delta.RemoteFailedCompiles++
+		return -1, nil
+	}
+	w.Stderr.Write(act.ppStderr)
+	w.Stdout.Write(f.stdout)
+	w.Stderr.Write(f.stderr)
+	return int(res.GetExitCode()), nil
+}
+
+// writeAtomic replaces path with data: readers see the old file or the
+// whole new one.
+func writeAtomic(path string, data []byte, executable bool) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	t, err := os.CreateTemp(dir, "."+base+".kiln-*")
+	if err != nil {
+		return err
+	}
+	mode := os.FileMode(0o666) // what gcc and as create
+	if executable {
+		mode = 0o777
+	}
+	_, err = t.Write(data)
+	if err == nil {
+		err = t.Chmod(mode &^ umask())
+	}
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(t.Name(), path)
+	}
+	if err != nil {
+		os.Remove(t.Name())
+	}
+	return err
+}
