@@ -44,17 +44,31 @@ import (
 const instance = "main"
 
 // countingStore counts Puts, so a test can tell that a rejected request stored nothing,
-// and the Gets of each blob.
+// and the Gets and Puts of each blob.
 type countingStore struct {
 	cas.BlobStore
-	puts atomic.Int64
-	mu   sync.Mutex
-	gets map[digest.Digest]int
+	puts     atomic.Int64
+	mu       sync.Mutex
+	gets     map[digest.Digest]int
+	putsByID map[digest.Digest]int
 }
 
 func (s *countingStore) Put(ctx context.Context, d digest.Digest, r io.Reader) error {
 	s.puts.Add(1)
+	s.mu.Lock()
+	if s.putsByID == nil {
+		s.putsByID = map[digest.Digest]int{}
+	}
+	s.putsByID[d]++
+	s.mu.Unlock()
 	return s.BlobStore.Put(ctx, d, r)
+}
+
+// putsOf returns how often d was written.
+func (s *countingStore) putsOf(d digest.Digest) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.putsByID[d]
 }
 
 func (s *countingStore) Get(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {

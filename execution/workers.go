@@ -199,9 +199,11 @@ func (w *Workers) handle(ctx context.Context, log *slog.Logger, id string, lease
 const maxOutputBlobBytes = 1 << 20
 
 // storeOutputs stores the blobs a worker sent with a result in the CAS,
-// each checked against its digest, of function fn. Bad blobs are Internal:
-// the worker is part of the service, so they are never the client's fault.
-// Errors of the CAS keep their codes (ResourceExhausted when it is full).
+// each checked against its digest, of function fn. Blobs the CAS has
+// already are not written again (asking is an index lookup; writing one
+// is a file on disk), only refreshed. Bad blobs are Internal: the worker
+// is part of the service, so they are never the client's fault. Errors of
+// the CAS keep their codes (ResourceExhausted when it is full).
 func (w *Workers) storeOutputs(ctx context.Context, fn digest.Function, blobs []*workerpb.Blob) error {
 	total := 0
 	for _, b := range blobs {
@@ -210,7 +212,8 @@ func (w *Workers) storeOutputs(ctx context.Context, fn digest.Function, blobs []
 	if total > maxOutputBlobBytes {
 		return status.Errorf(codes.Internal, "worker sent %d bytes of output blobs, more than the %d allowed", total, maxOutputBlobBytes)
 	}
-	for _, b := range blobs {
+	ds := make([]digest.Digest, len(blobs))
+	for i, b := range blobs {
 		pb := &repb.Digest{}
 		if err := proto.Unmarshal(b.GetDigest(), pb); err != nil {
 			return status.Errorf(codes.Internal, "worker sent an output blob whose digest does not parse: %v", err)
@@ -222,8 +225,25 @@ func (w *Workers) storeOutputs(ctx context.Context, fn digest.Function, blobs []
 		if got := digest.FromBytes(fn, b.GetData()); got != d {
 			return status.Errorf(codes.Internal, "worker sent output blob %s, whose bytes hash to %s", d, got)
 		}
-		if err := w.cache.Blobs().Put(ctx, d, bytes.NewReader(b.GetData())); err != nil {
-			return rpcstatus.Wrapf(err, "output blob %s", d)
+		ds[i] = d
+	}
+	if len(ds) == 0 {
+		return nil
+	}
+	missing, err := w.cache.Blobs().FindMissing(ctx, ds)
+	if err != nil {
+		return rpcstatus.Wrap(err, "output blobs")
+	}
+	want := make(map[digest.Digest]bool, len(missing))
+	for _, d := range missing {
+		want[d] = true
+	}
+	for i, b := range blobs {
+		if d := ds[i]; want[d] {
+			delete(want, d) // each once
+			if err := w.cache.Blobs().Put(ctx, d, bytes.NewReader(b.GetData())); err != nil {
+				return rpcstatus.Wrapf(err, "output blob %s", d)
+			}
 		}
 	}
 	return nil

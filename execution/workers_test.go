@@ -74,6 +74,19 @@ func TestOutputsSentWithTheResult(t *testing.T) {
 		if resp.GetStatus().GetCode() != 0 || string(h.read(resp.GetResult().GetStdoutDigest())) != "sent along\n" {
 			t.Fatalf("status %v, result %v", resp.GetStatus(), resp.GetResult())
 		}
+		if n := h.blobs.putsOf(d); n != 1 {
+			t.Errorf("written %d times, want 1", n)
+		}
+	})
+	t.Run("PresentBlobIsNotWrittenAgain", func(t *testing.T) {
+		d := h.put([]byte("already there\n"))
+		resp := run(t, "present", d, blob(d, "already there\n"))
+		if resp.GetStatus().GetCode() != 0 || resp.GetResult() == nil {
+			t.Fatalf("status %v, result %v", resp.GetStatus(), resp.GetResult())
+		}
+		if n := h.blobs.putsOf(d); n != 1 {
+			t.Errorf("written %d times, want once (by the test)", n)
+		}
 	})
 	t.Run("WrongContentFailsTheAction", func(t *testing.T) {
 		d := digest.FromBytes(digest.SHA256, []byte("claimed\n"))
