@@ -55,6 +55,12 @@ type ServerConfig struct {
 	// runs beside the server (the embedded default is one per core); 0
 	// disables it, for a server that only serves remote workers.
 	Workers *int `yaml:"workers"`
+	// Sandbox is how the in-process worker runs actions: "auto" (in the
+	// namespace sandbox if this machine can, else directly on the host
+	// with a warning), "on" (the sandbox or refuse to start) or "none"
+	// (directly on the host: faster by 6-10 ms per action, for trusted
+	// clients only).
+	Sandbox string `yaml:"sandbox"`
 	// WorkerCacheSize bounds the in-process worker's file cache.
 	WorkerCacheSize string `yaml:"worker_cache_size"`
 	// PlatformGrace: for this long after start-up (or after the last
@@ -82,6 +88,7 @@ func defaultConfig() Config {
 		WriteBackBuffer: "128MiB",
 		LogLevel:        "info",
 		WorkerCacheSize: "10GiB",
+		Sandbox:         "auto",
 		PlatformGrace:   "1m",
 		WorkerTimeout:   "30s",
 		DefaultTimeout:  "15m",
@@ -142,6 +149,7 @@ type serverSettings struct {
 	resumeWindow           time.Duration
 	logLevel               string
 	workers                int
+	sandbox                string
 	workerCacheSize        int64
 	platformGrace          time.Duration
 	workerTimeout          time.Duration
@@ -172,6 +180,11 @@ func (c ServerConfig) parse() (serverSettings, error) {
 	}
 	if s.workers < 0 {
 		return s, fmt.Errorf("workers %d: want 0 or more", s.workers)
+	}
+	switch s.sandbox = c.Sandbox; s.sandbox {
+	case "auto", "on", "none":
+	default:
+		return s, fmt.Errorf("sandbox %q: want auto, on or none", c.Sandbox)
 	}
 	if s.workerCacheSize, err = units.ParseSize(c.WorkerCacheSize); err != nil || s.workerCacheSize <= 0 {
 		return s, fmt.Errorf("worker_cache_size %q: want a positive size such as 10GiB", c.WorkerCacheSize)

@@ -37,6 +37,7 @@ func TestConfigErrors(t *testing.T) {
 		{"BadStore", "server:\n  store: tape\n", "store \"tape\""},
 		{"BadDuration", "server:\n  resume_window: soon\n", "resume_window"},
 		{"BadLevel", "server:\n  log_level: loud\n", "log_level"},
+		{"BadSandbox", "server:\n  sandbox: maybe\n", "sandbox \"maybe\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "c.yaml")

@@ -116,7 +116,10 @@ func (e *executionServer) startLocalWorker(ctx context.Context, grpcAddr string)
 	if err != nil {
 		return err
 	}
-	run, props := localRunner(e.log, e.s.data)
+	run, props, err := localRunner(e.log, e.s.data, e.s.sandbox)
+	if err != nil {
+		return err
+	}
 	cfg := worker.Config{
 		Conn:           conn,
 		Name:           "local",

@@ -129,12 +129,12 @@ func withSandboxProperties(props, extra, sandbox []*workerpb.Property) []*worker
 // properties it announces: the sandbox with kiln worker's defaults when
 // this machine can sandbox, hiding the server's data directory (its
 // storage and the worker's directory), else the host runner.
-func localRunner(log *slog.Logger, data string) (runner.Runner, []*workerpb.Property) {
+func localRunner(log *slog.Logger, data, mode string) (runner.Runner, []*workerpb.Property, error) {
 	f := defaultSandboxFlags()
+	f.mode = mode
 	r, props, err := f.newRunner(log, []string{data, filepath.Join(data, "worker")})
-	if err != nil { // cannot happen with --sandbox=auto
-		log.Warn("running actions directly on the host", "err", err)
-		return runner.NewHost(), defaultWorkerProperties(nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	return r, withSandboxProperties(defaultWorkerProperties(nil), nil, props)
+	return r, withSandboxProperties(defaultWorkerProperties(nil), nil, props), nil
 }

@@ -63,6 +63,7 @@ func newServerCmd() *cobra.Command {
 			override("max-size", &cfg.Server.MaxSize, flags.MaxSize)
 			override("max-blob-size", &cfg.Server.MaxBlobSize, flags.MaxBlobSize)
 			override("log-level", &cfg.Server.LogLevel, flags.LogLevel)
+			override("sandbox", &cfg.Server.Sandbox, flags.Sandbox)
 			override("platform-grace", &cfg.Server.PlatformGrace, flags.PlatformGrace)
 			if f.Changed("workers") {
 				cfg.Server.Workers = &workers
@@ -83,6 +84,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&flags.MaxSize, "max-size", flags.MaxSize, "maximum bytes stored, e.g. 10GiB; LRU eviction beyond")
 	f.StringVar(&flags.MaxBlobSize, "max-blob-size", flags.MaxBlobSize, "refuse single blobs larger than this (default: no limit)")
 	f.StringVar(&flags.LogLevel, "log-level", flags.LogLevel, "debug, info, warn or error")
+	f.StringVar(&flags.Sandbox, "sandbox", flags.Sandbox, "in-process worker: auto (namespace sandbox if possible), on (sandbox or refuse to start) or none (directly on the host)")
 	f.IntVar(&workers, "workers", runtime.NumCPU(), "action slots of the in-process worker; 0 disables it")
 	f.StringVar(&flags.PlatformGrace, "platform-grace", flags.PlatformGrace,
 		"how long after start-up (or after the last matching worker left) an action no worker can run gets UNAVAILABLE rather than FAILED_PRECONDITION")
