@@ -1,8 +1,6 @@
 package test
 
 import (
-	"os/exec"
-	"path/filepath"
 	"testing"
 )
 
@@ -62,27 +60,7 @@ func TestBazelRemoteExecution(t *testing.T) {
 	second := mustParseSummary(t, out)
 	t.Logf("second run after bazel clean: %s", second.Line)
 	checkNoRemoteCacheWarnings(t, out)
-	for kind, n := range second.ByKind {
-		if kind != "internal" && kind != "remote cache hit" {
-			t.Errorf("second run: %d processes were %q, want every non-internal process to be a remote cache hit: %s",
-				n, kind, second.Line)
-		}
-	}
-	if hits, ran := second.ByKind["remote cache hit"], first.ByKind["remote"]; hits != ran {
-		t.Errorf("second run had %d remote cache hits, want %d (the remote processes of the first run: %s)",
-			hits, ran, first.Line)
-	}
-	if t.Failed() {
-		t.Logf("bazel output of the second run:\n%s", out)
-	}
-
+	requireAllHits(t, second, first.ByKind["remote"], first.Line, out)
 	// The binary was linked on the worker and downloaded from kiln; it must run here.
-	hello := filepath.Join(b.workspace, "bazel-bin", "greet", "hello")
-	got, err := exec.Command(hello).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", hello, err, got)
-	}
-	if want := "Hello, kiln!\n"; string(got) != want {
-		t.Errorf("%s printed %q, want %q", hello, got, want)
-	}
+	requireHelloRuns(t, b.workspace)
 }

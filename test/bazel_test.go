@@ -67,23 +67,35 @@ func TestBazelRemoteCache(t *testing.T) {
 	if second.ByKind["remote cache hit"] == 0 {
 		t.Errorf("second run had no remote cache hits: %s", second.Line)
 	}
+	requireAllHits(t, second, first.Total-first.ByKind["internal"], first.Line, out)
+	// The binary of the second run was downloaded from kiln; it must still work.
+	requireHelloRuns(t, b.workspace)
+}
+
+// requireAllHits checks that every non-internal process of a rebuild was a
+// remote cache hit, and that there were want of them (the processes the
+// first build, summarized in firstLine, ran).
+func requireAllHits(t *testing.T, second processSummary, want int, firstLine, out string) {
+	t.Helper()
 	for kind, n := range second.ByKind {
 		if kind != "internal" && kind != "remote cache hit" {
 			t.Errorf("second run: %d processes were %q, want every non-internal process to be a remote cache hit: %s",
 				n, kind, second.Line)
 		}
 	}
-	ran := first.Total - first.ByKind["internal"]
-	if hits := second.ByKind["remote cache hit"]; hits != ran {
-		t.Errorf("second run had %d remote cache hits, want %d (the non-internal processes of the first run: %s)",
-			hits, ran, first.Line)
+	if hits := second.ByKind["remote cache hit"]; hits != want {
+		t.Errorf("second run had %d remote cache hits, want %d (from the first run: %s)", hits, want, firstLine)
 	}
 	if t.Failed() {
 		t.Logf("bazel output of the second run:\n%s", out)
 	}
+}
 
-	// The binary of the second run was downloaded from kiln; it must still work.
-	hello := filepath.Join(b.workspace, "bazel-bin", "greet", "hello")
+// requireHelloRuns runs the workspace's greet/hello binary, built or
+// downloaded by Bazel, and checks what it prints.
+func requireHelloRuns(t *testing.T, workspace string) {
+	t.Helper()
+	hello := filepath.Join(workspace, "bazel-bin", "greet", "hello")
 	got, err := exec.Command(hello).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", hello, err, got)
