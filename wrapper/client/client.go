@@ -144,7 +144,7 @@ func (w *Wrapper) local(path, name string, args []string, reason string) int {
 // runLocal runs the real compiler with the original arguments, replacing
 // the process when w.Exec is set.
 func (w *Wrapper) runLocal(path, name string, args []string) int {
-	argv := append([]string{name}, args...)
+	argv := append([]string{compilerArg0(path)}, args...)
 	if w.Exec != nil {
 		err := w.Exec(path, argv, os.Environ())
 		fmt.Fprintf(w.Stderr, "kiln: exec %s: %v\n", path, err)
@@ -157,6 +157,15 @@ func (w *Wrapper) runLocal(path, name string, args []string) int {
 	}
 	return code
 }
+
+// compilerArg0 is argv[0] for running the compiler at path: path itself,
+// never the bare name it was called by. gcc finds cc1 and its other
+// programs relative to argv[0], looking a bare name up in PATH, where a
+// kiln install-bins link comes first: from the link gcc would look next to
+// the kiln binary and fail with "cannot execute 'cc1'". Messages are the
+// same, since gcc names itself by argv[0]'s base name. (ccache does the
+// same.)
+func compilerArg0(path string) string { return path }
 
 // runChild runs path with argv (argv[0] is the name the program sees)
 // and returns its exit code; an error means it could not run. A child

@@ -171,7 +171,7 @@ func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdl
 	} else {
 		iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
 		var stderr bytes.Buffer
-		code, err := runChild(path, append([]string{name}, inv.PreprocessArgs(iPath)...), nil, io.Discard, &stderr)
+		code, err := runChild(path, append([]string{compilerArg0(path)}, inv.PreprocessArgs(iPath)...), nil, io.Discard, &stderr)
 		if err != nil || code != 0 {
 			return nil, nil
 		}
