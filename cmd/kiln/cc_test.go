@@ -60,10 +60,12 @@ func needGCC(t *testing.T) {
 	}
 }
 
-// startKilnServer starts `kiln server` and returns its grpc address.
-func startKilnServer(t *testing.T) string {
+// startKilnServer starts `kiln server` and returns its grpc address. extra
+// flags come last, so they override the defaults (--workers 0).
+func startKilnServer(t *testing.T, extra ...string) string {
 	t.Helper()
-	cmd := exec.Command(kiln(t), "server", "--store", "memory", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", t.TempDir(), "--workers", "2")
+	args := []string{"server", "--store", "memory", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", t.TempDir(), "--workers", "2"}
+	cmd := exec.Command(kiln(t), append(args, extra...)...)
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +142,12 @@ func (e *ccEnv) stats() stats.Stats {
 // name has a space in it, and returns it.
 func project(t *testing.T) string {
 	dir := filepath.Join(t.TempDir(), "my project")
+	writeProject(t, dir)
+	return dir
+}
+
+// writeProject writes project's files into dir.
+func writeProject(t *testing.T, dir string) {
 	files := map[string]string{
 		"inc/util.h": "#pragma once\n#define SQUARE(x) ((x) * (x))\nint add(int, int);\n",
 		"src/a.c":    "#include \"util.h\"\nint add(int a, int b) { return SQUARE(a) + b; }\n",
@@ -154,7 +162,6 @@ func project(t *testing.T) string {
 		}
 	}
 	os.MkdirAll(filepath.Join(dir, "obj", "local"), 0o755)
-	return dir
 }
 
 var sources = []string{"a", "b", "c d"}
