@@ -2,8 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"slices"
@@ -179,25 +177,19 @@ func RunCAS(ctx context.Context, cfg CASConfig, out io.Writer) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	conn := cfg.Conn
-	if conn == nil {
-		// Large flow-control windows, as kiln's server uses: otherwise a
-		// single connection limits large-blob throughput on fast links.
-		cc, err := grpcaddr.Dial(cfg.Server,
-			grpc.WithInitialWindowSize(4<<20),
-			grpc.WithInitialConnWindowSize(16<<20),
-			grpc.WithReadBufferSize(256<<10),
-			grpc.WithWriteBufferSize(256<<10))
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conn = cc
+	// Large flow-control windows, as kiln's server uses: otherwise a
+	// single connection limits large-blob throughput on fast links.
+	conn, closeConn, err := connect(cfg.Conn, cfg.Server,
+		grpc.WithInitialWindowSize(4<<20),
+		grpc.WithInitialConnWindowSize(16<<20),
+		grpc.WithReadBufferSize(256<<10),
+		grpc.WithWriteBufferSize(256<<10))
+	if err != nil {
+		return err
 	}
+	defer closeConn()
 	if cfg.RunID == "" {
-		var b [8]byte
-		rand.Read(b[:]) // never fails
-		cfg.RunID = hex.EncodeToString(b[:])
+		cfg.RunID = newRunID()
 	}
 	r := &casRun{
 		cfg:  cfg,

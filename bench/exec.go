@@ -2,8 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"slices"
@@ -135,19 +133,13 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn := cfg.Conn
-	if conn == nil {
-		cc, err := grpcaddr.Dial(cfg.Server)
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conn = cc
+	conn, closeConn, err := connect(cfg.Conn, cfg.Server)
+	if err != nil {
+		return err
 	}
+	defer closeConn()
 	if cfg.RunID == "" {
-		var b [8]byte
-		rand.Read(b[:]) // never fails
-		cfg.RunID = hex.EncodeToString(b[:])
+		cfg.RunID = newRunID()
 	}
 	r := &execRun{
 		cfg:      cfg,
