@@ -1,6 +1,6 @@
 # kiln's developer and CI entry points. CI (.ci/run) runs `make test`.
 #
-#   make build   build bin/kiln
+#   make build   build bin/kiln and bin/kiln-core
 #   make test    gofmt check, go vet, go test -race, then a short fuzz run of every target
 #   make bench   run the benchmarks
 #   make fmt     format the Go sources (gofumpt when installed, else gofmt)
@@ -24,7 +24,7 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path '*/testda
 all: build
 
 build:
-	$(GO) build -o bin/kiln ./cmd/kiln
+	$(GO) build -o bin/ ./cmd/kiln ./cmd/kiln-core
 
 test: fmt-check vet unit fuzz
 

@@ -9,11 +9,12 @@ import (
 	"testing"
 )
 
-// kilnPackage is the import path of the binary under test.
-const kilnPackage = "github.com/kiln-build/kiln/cmd/kiln"
+// kilnPackages are the import paths of the binaries under test: the kiln command users run
+// and kiln-core, which it execs for everything but local compiles.
+var kilnPackages = []string{"github.com/kiln-build/kiln/cmd/kiln", "github.com/kiln-build/kiln/cmd/kiln-core"}
 
 // binaryEnv names a prebuilt kiln binary to test instead of building ./cmd/kiln, for
-// checking a release build or a binary built with other flags.
+// checking a release build or a binary built with other flags; kiln-core must be next to it.
 const binaryEnv = "KILN_TEST_BINARY"
 
 var (
@@ -74,11 +75,11 @@ func buildKiln() {
 		return
 	}
 	bin := filepath.Join(binDir, "kiln")
-	args := []string{"build", "-o", bin}
+	args := []string{"build", "-o", binDir + "/"}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	args = append(args, kilnPackage)
+	args = append(args, kilnPackages...)
 	if out, err := exec.Command(goTool(), args...).CombinedOutput(); err != nil {
 		kilnErr = fmt.Errorf("go %v: %v\n%s", args, err, out)
 		return

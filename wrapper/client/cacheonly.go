@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-build/kiln/cas/casclient"
 	"github.com/kiln-build/kiln/cas/digest"
+	"github.com/kiln-build/kiln/wrapper/decide"
 	"github.com/kiln-build/kiln/wrapper/stats"
 )
 
@@ -22,7 +23,7 @@ import (
 // compile itself succeeded.
 func (w *Wrapper) compileAndStore(ctx context.Context, ac repb.ActionCacheClient, cas *casclient.Client, act *action, path, name string) (int, error) {
 	var stdout, stderr bytes.Buffer
-	code, err := runChild(path, append([]string{compilerArg0(path)}, act.inv.Args...), nil, io.MultiWriter(w.Stdout, &stdout), io.MultiWriter(w.Stderr, &stderr))
+	code, err := decide.RunChild(path, decide.Argv(path, act.inv.Args), nil, io.MultiWriter(w.Stdout, &stdout), io.MultiWriter(w.Stderr, &stderr))
 	if err != nil {
 		return 0, err // could not run the compiler; fallback runs it and reports
 	}

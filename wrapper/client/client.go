@@ -21,17 +21,14 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"
+	"github.com/kiln-build/kiln/wrapper/decide"
 	"github.com/kiln-build/kiln/wrapper/stats"
 )
 
@@ -39,21 +36,10 @@ import (
 // all wrapper processes of the user.
 const WarnTTL = 10 * time.Minute
 
-// Local reasons the wrapper adds to cmdline's.
-const (
-	// ReasonParseError: the command line could not be read (a response
-	// file is unreadable); the compiler reports it.
-	ReasonParseError = "parse_error"
-	// ReasonOutputDirMissing: the object's directory does not exist; the
-	// local compiler gives its own error.
-	ReasonOutputDirMissing = "output_dir_missing"
-	// ReasonPreprocessFailed: gcc -E failed (a missing header, a syntax
-	// error in a directive); the real compile reports it.
-	ReasonPreprocessFailed = "preprocess_failed"
-	// ReasonOutputPath: the output cannot be named inside the remote
-	// working directory (split DWARF with an absolute or ../ output).
-	ReasonOutputPath = "output_path"
-)
+// ReasonPreprocessFailed: gcc -E failed (a missing header, a syntax error
+// in a directive); the real compile reports it. The other local reasons
+// are cmdline's and decide's.
+const ReasonPreprocessFailed = "preprocess_failed"
 
 // Wrapper runs one compile. Fields are set by the caller.
 type Wrapper struct {
@@ -85,31 +71,16 @@ type Wrapper struct {
 func (w *Wrapper) Run(ctx context.Context, name string, args []string) int {
 	w.start = w.Now()
 	w.delta = stats.Stats{Requests: 1}
-	path, err := ResolveCompiler(name, w.Getenv("PATH"), w.Self)
+	r, err := decide.Decide(name, args, decide.Options{PATH: w.Getenv("PATH"), Self: w.Self, BaseDir: w.Config.BaseDir})
 	if err != nil {
 		fmt.Fprintf(w.Stderr, "kiln: %v\n", err)
 		w.record()
 		return 127
 	}
-	inv, err := cmdline.Parse(name, args, nil)
-	switch {
-	case err != nil:
-		return w.local(path, name, args, ReasonParseError)
-	case !inv.Decision.Remote:
-		return w.local(path, name, args, inv.Decision.Reason.String())
+	if r.Local != "" {
+		return w.local(r.Path, name, args, r.Local)
 	}
-	if dir := filepath.Dir(inv.Output); !isDir(dir) {
-		return w.local(path, name, args, ReasonOutputDirMissing)
-	}
-	if inv.DwoFile != "" && (!filepath.IsLocal(inv.Output) || !filepath.IsLocal(inv.DwoFile)) && w.Config.BaseDir == "" {
-		return w.local(path, name, args, ReasonOutputPath)
-	}
-	return w.remote(ctx, path, name, args, inv)
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
+	return w.remote(ctx, r.Path, name, args, r.Invocation)
 }
 
 // record adds this invocation's counters to the store. A stats failure
@@ -144,78 +115,18 @@ func (w *Wrapper) local(path, name string, args []string, reason string) int {
 // runLocal runs the real compiler with the original arguments, replacing
 // the process when w.Exec is set.
 func (w *Wrapper) runLocal(path, name string, args []string) int {
-	argv := append([]string{compilerArg0(path)}, args...)
+	argv := decide.Argv(path, args)
 	if w.Exec != nil {
 		err := w.Exec(path, argv, os.Environ())
 		fmt.Fprintf(w.Stderr, "kiln: exec %s: %v\n", path, err)
 		return 127
 	}
-	code, err := runChild(path, argv, nil, w.Stdout, w.Stderr)
+	code, err := decide.RunChild(path, argv, nil, w.Stdout, w.Stderr)
 	if err != nil {
 		fmt.Fprintf(w.Stderr, "kiln: %v\n", err)
 		return 127
 	}
 	return code
-}
-
-// compilerArg0 is argv[0] for running the compiler at path: path itself,
-// never the bare name it was called by. gcc finds cc1 and its other
-// programs relative to argv[0], looking a bare name up in PATH, where a
-// kiln install-bins link comes first: from the link gcc would look next to
-// the kiln binary and fail with "cannot execute 'cc1'". Messages are the
-// same, since gcc names itself by argv[0]'s base name. (ccache does the
-// same.)
-func compilerArg0(path string) string { return path }
-
-// runChild runs path with argv (argv[0] is the name the program sees)
-// and returns its exit code; an error means it could not run. A child
-// killed by a signal gives 128+signal, as shells report it.
-func runChild(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	cmd := exec.Command(path)
-	cmd.Args = argv
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if code := ee.ExitCode(); code >= 0 {
-			return code, nil
-		}
-		return 128 + 9, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("run %s: %w", path, err)
-	}
-	return 0, nil
-}
-
-// ResolveCompiler finds the compiler to run for name: name itself when it
-// contains a slash, else the first executable called name in pathEnv that
-// is not self (a link made by kiln install-bins). The result is absolute.
-func ResolveCompiler(name, pathEnv, self string) (string, error) {
-	if strings.ContainsRune(name, '/') {
-		return filepath.Abs(name)
-	}
-	selfReal := ""
-	if self != "" {
-		selfReal, _ = filepath.EvalSymlinks(self)
-	}
-	for _, dir := range filepath.SplitList(pathEnv) {
-		if dir == "" || !filepath.IsAbs(dir) {
-			continue // relative PATH entries are a security hole; gcc's own lookup is what a build wants
-		}
-		p := filepath.Join(dir, name)
-		fi, err := os.Stat(p)
-		if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			continue
-		}
-		if selfReal != "" {
-			if real, err := filepath.EvalSymlinks(p); err == nil && real == selfReal {
-				continue
-			}
-		}
-		return p, nil
-	}
-	return "", fmt.Errorf("compiler %s not found in PATH", name)
 }
 
 // fallback handles a remote failure err of the kind reason: a local

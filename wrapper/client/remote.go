@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/internal/grpcaddr"
 	"github.com/kiln-build/kiln/internal/rpcstatus"
 	"github.com/kiln-build/kiln/wrapper/cmdline"
+	"github.com/kiln-build/kiln/wrapper/decide"
 	"github.com/kiln-build/kiln/wrapper/stats"
 	"github.com/kiln-build/kiln/wrapper/toolchain"
 )
@@ -171,7 +172,7 @@ func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdl
 	} else {
 		iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
 		var stderr bytes.Buffer
-		code, err := runChild(path, append([]string{compilerArg0(path)}, inv.PreprocessArgs(iPath)...), nil, io.Discard, &stderr)
+		code, err := decide.RunChild(path, decide.Argv(path, inv.PreprocessArgs(iPath)), nil, io.Discard, &stderr)
 		if err != nil || code != 0 {
 			return nil, nil
 		}

@@ -2,12 +2,10 @@ package cmdline
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 const (
@@ -68,14 +66,14 @@ func (e *expander) expand(args, out []string) ([]string, error) {
 		for i, s := range e.stack {
 			if s == key {
 				chain := append(append([]string(nil), e.stack[i:]...), key)
-				return nil, status.Errorf(codes.InvalidArgument, "response file loop: @%s", strings.Join(chain, " -> @"))
+				return nil, fmt.Errorf("response file loop: @%s", strings.Join(chain, " -> @"))
 			}
 		}
 		if len(e.stack) >= maxResponseDepth {
-			return nil, status.Errorf(codes.InvalidArgument, "response files nested more than %d deep: @%s", maxResponseDepth, strings.Join(append(e.stack, key), " -> @"))
+			return nil, fmt.Errorf("response files nested more than %d deep: @%s", maxResponseDepth, strings.Join(append(e.stack, key), " -> @"))
 		}
 		if e.count >= maxResponseFiles {
-			return nil, status.Errorf(codes.InvalidArgument, "more than %d response files", maxResponseFiles)
+			return nil, fmt.Errorf("more than %d response files", maxResponseFiles)
 		}
 		e.count++
 		data, err := e.readFile(name)
@@ -84,7 +82,7 @@ func (e *expander) expand(args, out []string) ([]string, error) {
 			continue
 		}
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "response file %s: %v", name, err)
+			return nil, fmt.Errorf("response file %s: %v", name, err)
 		}
 		e.stack = append(e.stack, key)
 		out, err = e.expand(SplitResponseFile(string(data)), out)

@@ -21,7 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/kiln-build/kiln/internal/grpcaddr"
+	"github.com/kiln-build/kiln/internal/addr"
 )
 
 // Config is the effective client configuration.
@@ -143,7 +143,7 @@ func Load(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("environment %s: %w", envNames[k], err)
 		}
 	}
-	if _, err := grpcaddr.Parse(c.Server); err != nil {
+	if _, err := addr.Parse(c.Server); err != nil {
 		return c, fmt.Errorf("server (from %s): %w", c.Sources["server"], err)
 	}
 	if c.BaseDir != "" && !filepath.IsAbs(c.BaseDir) {
@@ -273,4 +273,14 @@ func (c *Config) Format() string {
 		fmt.Fprintf(&b, "%s: %s  # %s\n", k, v, c.Sources[k])
 	}
 	return b.String()
+}
+
+// CacheDir is where the wrapper keeps its toolchain cache and statistics:
+// $XDG_CACHE_HOME/kiln/cc, else ~/.cache/kiln/cc.
+func CacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = filepath.Join(os.TempDir(), "kiln-cache-"+strconv.Itoa(os.Getuid()))
+	}
+	return filepath.Join(dir, "kiln", "cc")
 }

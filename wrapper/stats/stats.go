@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -108,12 +109,17 @@ func (st *Store) Dir() string { return st.dir }
 
 func (st *Store) path() string { return filepath.Join(st.dir, "stats.json") }
 
-// lock takes the exclusive lock; the returned function releases it.
-func (st *Store) lock() (func(), error) {
-	if err := os.MkdirAll(st.dir, 0o755); err != nil {
-		return nil, err
+// open opens (creating) the counters' file and takes its exclusive lock;
+// closing the file releases it. One file, updated in place: creating a
+// temporary file per update costs more than the rest of a local compile's
+// bookkeeping on a busy filesystem.
+func (st *Store) open() (*os.File, error) {
+	f, err := os.OpenFile(st.path(), os.O_CREATE|os.O_RDWR, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(st.dir, 0o755); err == nil {
+			f, err = os.OpenFile(st.path(), os.O_CREATE|os.O_RDWR, 0o644)
+		}
 	}
-	f, err := os.OpenFile(filepath.Join(st.dir, "stats.lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -127,51 +133,44 @@ func (st *Store) lock() (func(), error) {
 		f.Close()
 		return nil, err
 	}
-	return func() { f.Close() }, nil // closing releases the flock
+	return f, nil
 }
 
-// read reads the file; absent or unreadable counts as zero (a corrupt
-// file must not break builds).
-func (st *Store) read() Stats {
+// read decodes the first JSON value of f; absent, empty or corrupt counts
+// as zero (a corrupt file must not break builds). Bytes after the value
+// (left if a writer died between its write and its truncate) are ignored.
+func read(f *os.File) Stats {
 	var s Stats
-	data, err := os.ReadFile(st.path())
-	if err == nil {
-		_ = json.Unmarshal(data, &s)
+	if _, err := f.Seek(0, io.SeekStart); err == nil {
+		if err := json.NewDecoder(f).Decode(&s); err != nil {
+			s = Stats{}
+		}
 	}
 	return s
 }
 
-func (st *Store) write(s Stats) error {
+// write replaces f's contents with s.
+func write(f *os.File, s Stats) error {
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(st.dir, ".stats-*")
-	if err != nil {
+	if _, err := f.WriteAt(data, 0); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), st.path())
+	return f.Truncate(int64(len(data)))
 }
 
 // Record adds delta to the stored counters.
 func (st *Store) Record(delta Stats) error {
-	unlock, err := st.lock()
+	f, err := st.open()
 	if err != nil {
 		return fmt.Errorf("stats %s: %w", st.dir, err)
 	}
-	defer unlock()
-	s := st.read()
+	defer f.Close()
+	s := read(f)
 	s.Add(delta)
-	if err := st.write(s); err != nil {
+	if err := write(f, s); err != nil {
 		return fmt.Errorf("stats %s: %w", st.dir, err)
 	}
 	return nil
@@ -179,37 +178,36 @@ func (st *Store) Record(delta Stats) error {
 
 // Read returns the stored counters.
 func (st *Store) Read() (Stats, error) {
-	unlock, err := st.lock()
+	f, err := st.open()
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
 	}
-	defer unlock()
-	return st.read(), nil
+	defer f.Close()
+	return read(f), nil
 }
 
 // Zero resets the counters.
 func (st *Store) Zero() error {
-	unlock, err := st.lock()
+	f, err := st.open()
 	if err != nil {
 		return fmt.Errorf("stats %s: %w", st.dir, err)
 	}
-	defer unlock()
-	err = os.Remove(st.path())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	defer f.Close()
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("stats %s: %w", st.dir, err)
 	}
-	return err
+	return nil
 }
 
 // WarnOnce reports whether this process should print a warning of kind
 // now: true at most once per ttl across all processes sharing the store,
 // marked by the modification time of a file in the store.
 func (st *Store) WarnOnce(kind string, now time.Time, ttl time.Duration) bool {
-	unlock, err := st.lock()
+	f, err := st.open()
 	if err != nil {
 		return true // better a repeated warning than a silent one
 	}
-	defer unlock()
+	defer f.Close()
 	marker := filepath.Join(st.dir, "warned-"+kind)
 	if fi, err := os.Stat(marker); err == nil && now.Sub(fi.ModTime()) < ttl && now.Sub(fi.ModTime()) >= 0 {
 		return false

@@ -3,6 +3,7 @@ package stats_test
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -81,5 +82,37 @@ func TestWarnOnce(t *testing.T) {
 	}
 	if !st.WarnOnce("fallback", now.Add(11*time.Minute), 10*time.Minute) {
 		t.Fatal("warning after the TTL suppressed")
+	}
+}
+
+func TestDamagedFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, contents string
+		want           int64 // requests after one Record of 1
+	}{
+		{"Empty", "", 1},
+		{"Garbage", "not json", 1},
+		{"TrailingBytesOfALongerOldValue", `{"Requests":5}"Requests":77}`, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "stats.json"), []byte(tc.contents), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			st := stats.Open(dir)
+			if err := st.Record(stats.Stats{Requests: 1}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := st.Read()
+			if err != nil || s.Requests != tc.want {
+				t.Fatalf("requests %d, %v; want %d", s.Requests, err, tc.want)
+			}
+			if err := st.Zero(); err != nil {
+				t.Fatal(err)
+			}
+			if s, _ := st.Read(); s.Requests != 0 {
+				t.Fatalf("after Zero: %d requests", s.Requests)
+			}
+		})
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/wrapper/client"
-	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"
 	"github.com/kiln-build/kiln/wrapper/stats"
 )
@@ -23,22 +22,27 @@ import (
 var compilerNames = []string{"gcc", "g++", "cc", "c++", "clang", "clang++"}
 
 // newWrapperCmds returns the compiler wrapper's commands: cc, config,
-// stats and install-bins. When kiln runs under a compiler's name (a link
-// made by install-bins), it makes root run `kiln cc NAME ARGS...`.
-func newWrapperCmds(root *cobra.Command) []*cobra.Command {
-	if base := filepath.Base(os.Args[0]); base != "kiln" && cmdline.KindOf(base) != cmdline.KindUnknown {
-		root.SetArgs(append([]string{"cc", base}, os.Args[1:]...))
-	}
+// stats and install-bins. Users reach them through cmd/kiln, which decides
+// local compiles itself and hands remote ones to this cc.
+func newWrapperCmds() []*cobra.Command {
 	return []*cobra.Command{newCCCmd(), newClientConfigCmd(), newStatsCmd(), newInstallBinsCmd()}
 }
 
-// wrapperCacheDir is where the wrapper keeps toolchains and stats.
-func wrapperCacheDir() string {
-	dir, err := os.UserCacheDir()
+// frontPath is the kiln command next to this kiln-core (what install-bins
+// links to, and what compiler lookups skip), else kiln-core itself.
+func frontPath() (string, error) {
+	self, err := os.Executable()
 	if err != nil {
-		dir = filepath.Join(os.TempDir(), "kiln-cache-"+fmt.Sprint(os.Getuid()))
+		return "", err
 	}
-	return filepath.Join(dir, "kiln", "cc")
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return "", err
+	}
+	front := filepath.Join(filepath.Dir(self), "kiln")
+	if fi, err := os.Stat(front); err == nil && !fi.IsDir() {
+		return front, nil
+	}
+	return self, nil
 }
 
 func newCCCmd() *cobra.Command {
@@ -60,8 +64,8 @@ per 10 minutes, unless force_remote is set. See kiln config and kiln stats.`,
 			if err != nil {
 				return err
 			}
-			self, _ := os.Executable()
-			cache := wrapperCacheDir()
+			self, _ := frontPath()
+			cache := config.CacheDir()
 			w := &client.Wrapper{
 				Config:   cfg,
 				Stats:    stats.Open(cache),
@@ -102,7 +106,7 @@ func newStatsCmd() *cobra.Command {
 		Short: "Print (or reset) the kiln cc statistics of this user",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st := stats.Open(wrapperCacheDir())
+			st := stats.Open(config.CacheDir())
 			if zero {
 				return st.Zero()
 			}
@@ -133,11 +137,8 @@ name in it is a symbolic link to this kiln binary, which then acts as
 "kiln cc NAME" and runs the next NAME in PATH that is not kiln itself.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			self, err := os.Executable()
+			self, err := frontPath()
 			if err != nil {
-				return err
-			}
-			if self, err = filepath.EvalSymlinks(self); err != nil {
 				return err
 			}
 			names := compilerLinkNames(os.Getenv("PATH"), self)

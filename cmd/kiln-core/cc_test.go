@@ -37,8 +37,9 @@ func kiln(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		// Both binaries, as installed: kiln decides, kiln-core does the rest.
 		kilnBin = filepath.Join(dir, "kiln")
-		out, err := exec.Command("go", "build", "-o", kilnBin, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/kiln-build/kiln/cmd/kiln", "github.com/kiln-build/kiln/cmd/kiln-core").CombinedOutput()
 		if err != nil {
 			buildErr = err
 			t.Logf("%s", out)
