@@ -88,6 +88,7 @@ type output struct {
 type action struct {
 	inv      *cmdline.Invocation // the (rebased) invocation
 	tree     *toolchain.Tree     // input root
+	base     *toolchain.Tree     // the toolchain alone (tree without the source)
 	blobs    []casclient.Blob    // of the input root, the Command and the Action
 	digest   digest.Digest       // of the Action
 	outputs  []output
@@ -197,7 +198,7 @@ func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdl
 	if err != nil {
 		return nil, &remoteError{"toolchain", err}
 	}
-	act.tree = input
+	act.tree, act.base = input, tree
 
 	// Outputs: relative names stay (gcc records -gsplit-dwarf's .dwo name
 	// as spelled); others go to out/ under the working directory.
@@ -269,6 +270,7 @@ func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *cascl
 		InlineOutputFiles: inline,
 		DigestFunction:    fn.Enum(),
 	})
+	w.logf("action %s: lookup %s", act.digest, status.Code(err))
 	switch {
 	case err == nil:
 		files, err := w.fetch(ctx, cas, act, res)
@@ -290,7 +292,7 @@ func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *cascl
 	if w.Config.CacheOnly {
 		return w.compileAndStore(ctx, ac, cas, act, path, name)
 	}
-	if err := w.upload(ctx, cas, act.blobs); err != nil {
+	if err := w.uploadAction(ctx, cas, act); err != nil {
 		return 0, err
 	}
 	resp, err := w.run(ctx, conn, cas.Instance(), act.digest, res != nil)
@@ -319,26 +321,67 @@ func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *cascl
 	return w.finish(act, res, files)
 }
 
-// upload sends the blobs the CAS lacks: after the first compile with a
-// toolchain, only the preprocessed file, the Command and the Action.
+// uploadAction sends the blobs of act the CAS lacks: after the first
+// compile with a toolchain, only the preprocessed file, its directories,
+// the Command and the Action. When toolchain blobs are missing (the first
+// compiles against a new cluster), the user's wrapper processes take turns
+// under a lock per toolchain and ask again once they hold it, so that with
+// make -j16 the toolchain goes up once, not sixteen times.
+func (w *Wrapper) uploadAction(ctx context.Context, cas *casclient.Client, act *action) error {
+	missing, err := findMissing(ctx, cas, act.blobs)
+	if err != nil {
+		return err
+	}
+	shared := false
+	for _, b := range act.base.Blobs() {
+		shared = shared || missing[b.Digest]
+	}
+	if shared {
+		unlock, err := toolchain.Lock(ctx, filepath.Join(w.CacheDir, "upload-"+act.base.Root.Hash()+".lock"))
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if missing, err = findMissing(ctx, cas, act.blobs); err != nil {
+			return err
+		}
+	}
+	return w.send(ctx, cas, act.blobs, missing)
+}
+
+// upload sends the blobs the CAS lacks.
 func (w *Wrapper) upload(ctx context.Context, cas *casclient.Client, blobs []casclient.Blob) error {
+	missing, err := findMissing(ctx, cas, blobs)
+	if err != nil {
+		return err
+	}
+	return w.send(ctx, cas, blobs, missing)
+}
+
+// findMissing returns the digests of blobs that the CAS lacks.
+func findMissing(ctx context.Context, cas *casclient.Client, blobs []casclient.Blob) (map[digest.Digest]bool, error) {
 	ds := make([]digest.Digest, len(blobs))
 	for i, b := range blobs {
 		ds[i] = b.Digest
 	}
 	missing, err := cas.FindMissing(ctx, ds)
 	if err != nil {
-		return rpcstatus.Wrap(err, "find missing blobs")
+		return nil, rpcstatus.Wrap(err, "find missing blobs")
 	}
-	want := make(map[digest.Digest]bool, len(missing))
+	set := make(map[digest.Digest]bool, len(missing))
 	for _, d := range missing {
-		want[d] = true
+		set[d] = true
 	}
+	return set, nil
+}
+
+// send uploads the blobs whose digests are in missing, each once.
+func (w *Wrapper) send(ctx context.Context, cas *casclient.Client, blobs []casclient.Blob, missing map[digest.Digest]bool) error {
 	var todo []casclient.Blob
 	for _, b := range blobs {
-		if want[b.Digest] {
+		if missing[b.Digest] {
 			todo = append(todo, b)
-			delete(want, b.Digest)
+			delete(missing, b.Digest)
 			w.delta.BytesUp += b.Digest.Size()
 		}
 	}

@@ -21,7 +21,9 @@ import (
 //     source's base name is CMake<Lang>CompilerId.<ext> or
 //     CMake<Lang>CompilerABI.<ext>;
 //   - Meson: the source or output has a component "meson-private" (where
-//     Meson runs its sanity and compiler checks).
+//     Meson runs its sanity and compiler checks);
+//   - zlib-style hand-written configure scripts: the source's or output's
+//     stem is "ztest" followed by the shell's PID (ztest12345.c).
 //
 // It returns "" for an ordinary compile.
 func conftest(source, output string) string {
@@ -30,6 +32,9 @@ func conftest(source, output string) string {
 		stem := strings.TrimSuffix(b, path.Ext(b))
 		if stem == "conftest" || stem == "conftest2" {
 			return "autoconf conftest " + p
+		}
+		if n := strings.TrimPrefix(stem, "ztest"); n != stem && n != "" && strings.Trim(n, "0123456789") == "" {
+			return "configure test " + p
 		}
 	}
 	if b := path.Base(source); strings.HasPrefix(b, "CMake") &&

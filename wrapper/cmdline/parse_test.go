@@ -50,6 +50,9 @@ func TestParseRemote(t *testing.T) {
 		// CMake, Makefile generator: dependencies by -MD -MT -MF too.
 		{"CMakeMake", "/usr/bin/gcc-12 -I/w/build -I/w/src -O2 -g -DNDEBUG -MD -MT src/CMakeFiles/lib.dir/util.c.o -MF CMakeFiles/lib.dir/util.c.o.d -o CMakeFiles/lib.dir/util.c.o -c /w/src/util.c",
 			"/w/src/util.c", cmdline.LangC, cmdline.ModeCompile, "CMakeFiles/lib.dir/util.c.o", "CMakeFiles/lib.dir/util.c.o.d", ""},
+		// Names close to zlib's configure tests (ztest<PID>.c) that are not one.
+		{"ZtestWithoutPID", "gcc -c ztest.c", "ztest.c", cmdline.LangC, cmdline.ModeCompile, "ztest.o", "", ""},
+		{"ZtestLetters", "gcc -c ztestx1.c", "ztestx1.c", cmdline.LangC, cmdline.ModeCompile, "ztestx1.o", "", ""},
 		// automake: -MT -MD -MP -MF .deps/foo.Tpo, -o after -c.
 		{"Automake", "gcc -DHAVE_CONFIG_H -I. -I..  -g -O2 -MT foo.o -MD -MP -MF .deps/foo.Tpo -c -o foo.o foo.c",
 			"foo.c", cmdline.LangC, cmdline.ModeCompile, "foo.o", ".deps/foo.Tpo", ""},
@@ -190,6 +193,8 @@ func TestParseLocal(t *testing.T) {
 		{"CMakeCompilerABI", "/usr/bin/cc -v -o CMakeFiles/cmTC_1.dir/CMakeCCompilerABI.c.o -c /usr/share/cmake-3.25/Modules/CMakeCCompilerABI.c", cmdline.ReasonQuery, ""},
 		{"CMakeCompilerId", "cc -c CMakeCCompilerId.c", cmdline.ReasonConftest, "CMake compiler check CMakeCCompilerId.c"},
 		{"MesonCheck", "cc /b/meson-private/tmpab12/testfile.c -o /b/meson-private/tmpab12/output.obj -c -D_FILE_OFFSET_BITS=64 -O0", cmdline.ReasonConftest, "Meson compiler check /b/meson-private/tmpab12/testfile.c"},
+		{"ZlibConfigureTest", "gcc -O3 -c ztest4711.c", cmdline.ReasonConftest, "configure test ztest4711.c"},
+		{"ZlibConfigureTestShared", "gcc -O3 -fPIC -c -o ztest4711.o ztest4711.c", cmdline.ReasonConftest, ""},
 		// Host-dependent code generation.
 		{"MarchNative", "gcc -c x.c -march=native", cmdline.ReasonNativeArch, "-march=native depends on the compiling machine"},
 		{"MtuneNative", "gcc -O2 -mtune=native -c x.c", cmdline.ReasonNativeArch, ""},

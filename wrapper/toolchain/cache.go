@@ -87,7 +87,7 @@ func (c *Capturer) LoadOrCapture(ctx context.Context, cacheDir, compilerPath str
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, status.Errorf(codes.Internal, "toolchain cache %s: %v", cacheDir, err)
 	}
-	unlock, err := lockFile(ctx, name+".lock")
+	unlock, err := Lock(ctx, name+".lock")
 	if err != nil {
 		return nil, err
 	}
@@ -192,9 +192,10 @@ func (c *Capturer) store(name, key string, t *Tree) error {
 	return os.Rename(f.Name(), name)
 }
 
-// lockFile takes an exclusive flock on name, polling so that ctx can
-// cancel the wait, and returns the function that releases it.
-func lockFile(ctx context.Context, name string) (func(), error) {
+// Lock takes an exclusive flock on name (created if needed), polling so
+// that ctx can cancel the wait, and returns the function that releases it.
+// It serializes the user's wrapper processes around one toolchain.
+func Lock(ctx context.Context, name string) (func(), error) {
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "toolchain cache lock: %v", err)
