@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/wrapper/ccd/daemon"
 	"github.com/kiln-build/kiln/wrapper/client"
 	"github.com/kiln-build/kiln/wrapper/config"
 	"github.com/kiln-build/kiln/wrapper/stats"
@@ -25,7 +28,39 @@ var compilerNames = []string{"gcc", "g++", "cc", "c++", "clang", "clang++"}
 // stats and install-bins. Users reach them through cmd/kiln, which decides
 // local compiles itself and hands remote ones to this cc.
 func newWrapperCmds() []*cobra.Command {
-	return []*cobra.Command{newCCCmd(), newClientConfigCmd(), newStatsCmd(), newInstallBinsCmd()}
+	return []*cobra.Command{newCCCmd(), newCCDaemonCmd(), newClientConfigCmd(), newStatsCmd(), newInstallBinsCmd()}
+}
+
+// newCCDaemonCmd is the kiln cc daemon, started by the kiln command on the
+// first remote compile (see wrapper/ccd).
+func newCCDaemonCmd() *cobra.Command {
+	var d daemon.Daemon
+	c := &cobra.Command{
+		Use:    "cc-daemon",
+		Short:  "Serve the remote compiles of kiln cc for this user (started by kiln cc itself)",
+		Args:   cobra.NoArgs,
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if d.Socket == "" || d.CacheDir == "" {
+				return errors.New("--socket and --cache-dir are required")
+			}
+			self, err := frontPath()
+			if err != nil {
+				return err
+			}
+			d.Self = self
+			d.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			err = d.Serve(cmd.Context())
+			if errors.Is(err, daemon.ErrRunning) {
+				return nil
+			}
+			return err
+		},
+	}
+	c.Flags().StringVar(&d.Socket, "socket", "", "Unix socket to serve")
+	c.Flags().StringVar(&d.CacheDir, "cache-dir", "", "the wrapper's cache directory")
+	c.Flags().DurationVar(&d.Idle, "idle", 10*time.Minute, "exit after this long without requests")
+	return c
 }
 
 // frontPath is the kiln command next to this kiln-core (what install-bins

@@ -4,8 +4,9 @@
 // becomes the compiler by exec without loading gRPC, so that it costs
 // about as much as starting any small program. Remote compiles and every
 // other command (server, worker, bench, config, stats, install-bins) are
-// handed by exec to kiln-core, the full binary, found next to this one or
-// in PATH.
+// handed to kiln-core, the full binary, found next to this one or in PATH:
+// remote compiles to the user's kiln cc daemon (a kiln-core started on
+// first use, see wrapper/ccd), the rest by exec.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-build/kiln/wrapper/ccd"
 	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"
 	"github.com/kiln-build/kiln/wrapper/decide"
@@ -54,6 +56,16 @@ func compile(name string, args []string) int {
 		// core, like every remote compile. The resolved path travels so
 		// that the core does not look the name up again.
 		if err == nil {
+			if cfg.Daemon {
+				if resp, ok := viaDaemon(cfg, r.Path, args); ok {
+					os.Stdout.Write(resp.Stdout)
+					os.Stderr.Write(resp.Stderr)
+					if !resp.Local {
+						return resp.Exit
+					}
+					return execCompiler(r.Path, args) // counted by the daemon
+				}
+			}
 			name = r.Path
 		}
 		return execCore(append([]string{"cc", name}, args...))
@@ -61,12 +73,99 @@ func compile(name string, args []string) int {
 	delta := stats.Stats{Requests: 1}
 	stats.Inc(&delta.LocalCompiles, r.Local)
 	delta.WrapperNanos = int64(time.Since(start))
-	if err := stats.Open(config.CacheDir()).Record(delta); err != nil && cfg.Log != "" {
+	if err := stats.Open(config.CacheDir()).Record(delta); err != nil {
 		logLine(cfg.Log, err)
 	}
-	err = syscall.Exec(r.Path, decide.Argv(r.Path, args), os.Environ())
-	fmt.Fprintf(os.Stderr, "kiln: exec %s: %v\n", r.Path, err)
+	return execCompiler(r.Path, args)
+}
+
+// execCompiler replaces this process with the compiler at path.
+func execCompiler(path string, args []string) int {
+	err := syscall.Exec(path, decide.Argv(path, args), os.Environ())
+	fmt.Fprintf(os.Stderr, "kiln: exec %s: %v\n", path, err)
 	return 127
+}
+
+const (
+	// daemonStart bounds the wait for a daemon this call started.
+	daemonStart = 3 * time.Second
+	// daemonGrace is how long past execute_timeout a daemon may take to
+	// answer before the compile is done without it.
+	daemonGrace = 5 * time.Second
+)
+
+// viaDaemon runs a remote compile through the user's kiln cc daemon,
+// starting it when none listens. false means the daemon could not take the
+// compile (no kiln-core, a daemon that does not start or answer, a
+// configuration it refuses); kiln-core cc then does it, and reports.
+func viaDaemon(cfg config.Config, compiler string, args []string) (*ccd.Response, bool) {
+	core, err := findCore()
+	if err != nil {
+		return nil, false
+	}
+	cache := config.CacheDir()
+	sock, err := ccd.SocketPath(cache, core)
+	if err != nil {
+		return nil, false
+	}
+	conn, err := ccd.Dial(sock)
+	if errors.Is(err, ccd.ErrNoDaemon) {
+		if err = startDaemon(core, cache, sock, cfg.DaemonIdle); err == nil {
+			deadline := time.Now().Add(daemonStart)
+			for {
+				conn, err = ccd.Dial(sock)
+				if !errors.Is(err, ccd.ErrNoDaemon) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}
+	if err != nil {
+		logLine(cfg.Log, fmt.Errorf("kiln cc daemon: %w", err))
+		return nil, false
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		conn.Close()
+		return nil, false
+	}
+	umask := syscall.Umask(0)
+	syscall.Umask(umask)
+	// The daemon bounds the compile by execute_timeout; past that and a
+	// grace period, it is stuck.
+	deadline := time.Now().Add(cfg.ExecuteTimeout + daemonGrace)
+	resp, err := ccd.Call(conn, &ccd.Request{Dir: cwd, Env: os.Environ(), Compiler: compiler, Args: args, Umask: uint32(umask)}, deadline)
+	if err == nil && resp.Error != "" {
+		err = errors.New(resp.Error)
+	}
+	if err != nil {
+		logLine(cfg.Log, fmt.Errorf("kiln cc daemon: %w", err))
+		return nil, false
+	}
+	return resp, true
+}
+
+// startDaemon starts `kiln-core cc-daemon` for sock in its own session,
+// detached from the build (no inherited pipes: make must not wait for it),
+// logging to daemon.log in the cache directory.
+func startDaemon(core, cache, sock string, idle time.Duration) error {
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(cache, "daemon.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(core, "cc-daemon", "--socket", sock, "--cache-dir", cache, "--idle", idle.String())
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
 }
 
 // execCore replaces this process with kiln-core running args. It returns
@@ -99,7 +198,11 @@ func findCore() (string, error) {
 	return "", errors.New(coreName + " is not next to kiln nor in PATH: install both binaries (go build -o bin/ ./cmd/...)")
 }
 
+// logLine appends err to the configured log file, if any.
 func logLine(file string, err error) {
+	if file == "" {
+		return
+	}
 	f, ferr := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if ferr != nil {
 		return

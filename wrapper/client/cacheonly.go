@@ -23,7 +23,7 @@ import (
 // compile itself succeeded.
 func (w *Wrapper) compileAndStore(ctx context.Context, ac repb.ActionCacheClient, cas *casclient.Client, act *action, path, name string) (int, error) {
 	var stdout, stderr bytes.Buffer
-	code, err := decide.RunChild(path, decide.Argv(path, act.inv.Args), nil, io.MultiWriter(w.Stdout, &stdout), io.MultiWriter(w.Stderr, &stderr))
+	code, err := w.child().Run(path, decide.Argv(path, act.inv.Args), nil, io.MultiWriter(w.Stdout, &stdout), io.MultiWriter(w.Stderr, &stderr))
 	if err != nil {
 		return 0, err // could not run the compiler; fallback runs it and reports
 	}
@@ -40,7 +40,7 @@ func (w *Wrapper) compileAndStore(ctx context.Context, ac repb.ActionCacheClient
 		return d.Proto()
 	}
 	for _, o := range act.outputs {
-		data, err := os.ReadFile(o.local)
+		data, err := os.ReadFile(w.path(o.local))
 		if err != nil {
 			continue // an optional .dwo gcc did not write
 		}
@@ -70,9 +70,13 @@ func (w *Wrapper) compileAndStore(ctx context.Context, ac repb.ActionCacheClient
 	return 0, nil
 }
 
-// umask returns the process's umask (read by setting and restoring it;
-// the wrapper is single-threaded when it writes outputs).
-func umask() os.FileMode {
+// umask returns the client's umask: Umask when set, else the process's
+// (read by setting and restoring it; a wrapper process is single-threaded
+// when it writes outputs).
+func (w *Wrapper) umask() os.FileMode {
+	if w.Umask != nil {
+		return *w.Umask
+	}
 	m := syscall.Umask(0)
 	syscall.Umask(m)
 	return os.FileMode(m)

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/kiln-build/kiln/wrapper/config"
 	"github.com/kiln-build/kiln/wrapper/decide"
 	"github.com/kiln-build/kiln/wrapper/stats"
@@ -62,16 +64,44 @@ type Wrapper struct {
 	// Now is the clock.
 	Now func() time.Time
 
-	delta stats.Stats
-	start time.Time
+	// Dir is the compile's working directory, "" for this process's; Env
+	// is the compiler's environment, nil for this process's; Umask is the
+	// client's umask (outputs are created with it), nil for this
+	// process's. A daemon serving many clients sets all three.
+	Dir   string
+	Env   []string
+	Umask *os.FileMode
+	// DeferLocal makes every local compile (a local decision, a
+	// fallback) the caller's job: Run counts it and returns at once, and
+	// Deferred reports it. The daemon's clients run the compiler
+	// themselves.
+	DeferLocal bool
+	// Dial returns a connection to the server and the function that
+	// releases it; nil dials one per compile.
+	Dial func(addr string) (*grpc.ClientConn, func(), error)
+
+	delta    stats.Stats
+	start    time.Time
+	deferred bool
 }
+
+// Deferred reports whether Run left a local compile to the caller
+// (DeferLocal).
+func (w *Wrapper) Deferred() bool { return w.deferred }
+
+// child is how compilers run for this compile.
+func (w *Wrapper) child() decide.Child { return decide.Child{Dir: w.Dir, Env: w.Env} }
+
+// path returns p (relative to the compile's working directory) as this
+// process can open it.
+func (w *Wrapper) path(p string) string { return decide.In(w.Dir, p) }
 
 // Run compiles with the compiler named name (a name looked up in PATH or
 // a path) and args, and returns the exit code to exit with.
 func (w *Wrapper) Run(ctx context.Context, name string, args []string) int {
 	w.start = w.Now()
 	w.delta = stats.Stats{Requests: 1}
-	r, err := decide.Decide(name, args, decide.Options{PATH: w.Getenv("PATH"), Self: w.Self, BaseDir: w.Config.BaseDir})
+	r, err := decide.Decide(name, args, decide.Options{PATH: w.Getenv("PATH"), Self: w.Self, BaseDir: w.Config.BaseDir, Dir: w.Dir})
 	if err != nil {
 		fmt.Fprintf(w.Stderr, "kiln: %v\n", err)
 		w.record()
@@ -116,12 +146,16 @@ func (w *Wrapper) local(path, name string, args []string, reason string) int {
 // the process when w.Exec is set.
 func (w *Wrapper) runLocal(path, name string, args []string) int {
 	argv := decide.Argv(path, args)
+	if w.DeferLocal {
+		w.deferred = true
+		return 0
+	}
 	if w.Exec != nil {
 		err := w.Exec(path, argv, os.Environ())
 		fmt.Fprintf(w.Stderr, "kiln: exec %s: %v\n", path, err)
 		return 127
 	}
-	code, err := decide.RunChild(path, argv, nil, w.Stdout, w.Stderr)
+	code, err := w.child().Run(path, argv, nil, w.Stdout, w.Stderr)
 	if err != nil {
 		fmt.Fprintf(w.Stderr, "kiln: %v\n", err)
 		return 127

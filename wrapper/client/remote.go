@@ -98,7 +98,11 @@ type action struct {
 // remote runs the remote path of Run.
 func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, inv *cmdline.Invocation) int {
 	if w.Config.BaseDir != "" {
-		if cwd, err := os.Getwd(); err == nil {
+		cwd, err := w.Dir, error(nil)
+		if cwd == "" {
+			cwd, err = os.Getwd()
+		}
+		if err == nil {
 			inv = inv.Rebase(w.Config.BaseDir, cwd)
 		}
 	}
@@ -119,11 +123,15 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		return w.local(path, name, args, ReasonPreprocessFailed)
 	}
 
-	conn, err := grpcaddr.Dial(w.Config.Server)
+	dial := w.Dial
+	if dial == nil {
+		dial = dialOnce
+	}
+	conn, release, err := dial(w.Config.Server)
 	if err != nil {
 		return w.fallback(path, name, args, "config", err)
 	}
-	defer conn.Close()
+	defer release()
 	if err := waitReady(ctx, conn, w.Config.ConnectTimeout); err != nil {
 		return w.fallback(path, name, args, classify(ctx, err).reason, err)
 	}
@@ -137,6 +145,15 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		return w.runLocal(path, name, args)
 	}
 	return exit
+}
+
+// dialOnce is the Dial of a wrapper process: one connection per compile.
+func dialOnce(addr string) (*grpc.ClientConn, func(), error) {
+	conn, err := grpcaddr.Dial(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, func() { conn.Close() }, nil
 }
 
 // waitReady connects conn, failing after timeout: a server that accepts
@@ -167,13 +184,13 @@ func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdl
 	act := &action{inv: inv}
 	var data []byte
 	if inv.Language.IsPreprocessed() {
-		if data, err = os.ReadFile(inv.Source); err != nil {
+		if data, err = os.ReadFile(w.path(inv.Source)); err != nil {
 			return nil, nil
 		}
 	} else {
 		iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
 		var stderr bytes.Buffer
-		code, err := decide.RunChild(path, decide.Argv(path, inv.PreprocessArgs(iPath)), nil, io.Discard, &stderr)
+		code, err := w.child().Run(path, decide.Argv(path, inv.PreprocessArgs(iPath)), nil, io.Discard, &stderr)
 		if err != nil || code != 0 {
 			return nil, nil
 		}
@@ -519,7 +536,7 @@ func (w *Wrapper) finish(act *action, res *repb.ActionResult, f *fetched) (int, 
 			if !ok {
 				continue // an optional .dwo gcc did not write
 			}
-			if err := writeAtomic(o.local, data, f.executable[o.remote]); err != nil {
+			if err := writeAtomic(w.path(o.local), data, f.executable[o.remote], w.umask()); err != nil {
 				return 0, &remoteError{"local_io", err}
 			}
 		}
@@ -537,9 +554,9 @@ func (w *Wrapper) finish(act *action, res *repb.ActionResult, f *fetched) (int, 
 	return int(res.GetExitCode()), nil
 }
 
-// writeAtomic replaces path with data: readers see the old file or the
-// whole new one.
-func writeAtomic(path string, data []byte, executable bool) error {
+// writeAtomic replaces path with data, with gcc's permissions under
+// umask: readers see the old file or the whole new one.
+func writeAtomic(path string, data []byte, executable bool, umask os.FileMode) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -554,7 +571,7 @@ func writeAtomic(path string, data []byte, executable bool) error {
 	}
 	_, err = t.Write(data)
 	if err == nil {
-		err = t.Chmod(mode &^ umask())
+		err = t.Chmod(mode &^ umask)
 	}
 	if cerr := t.Close(); err == nil {
 		err = cerr

@@ -52,6 +52,12 @@ type Config struct {
 	// ExecuteTimeout bounds one whole remote compile (lookup, upload,
 	// execution, download).
 	ExecuteTimeout time.Duration
+	// Daemon sends remote compiles to the user's kiln cc daemon (started
+	// on first use), which keeps the server connection open; off, each
+	// remote compile starts kiln-core.
+	Daemon bool
+	// DaemonIdle is how long the daemon waits for work before it exits.
+	DaemonIdle time.Duration
 
 	// Sources says, for each key, where its value came from: "default",
 	// the file's path, or the environment variable's name.
@@ -61,7 +67,7 @@ type Config struct {
 }
 
 // Keys are the configuration keys in the order `kiln config` prints them.
-var Keys = []string{"server", "instance", "force_remote", "fallback", "cache_only", "base_dir", "log", "connect_timeout", "execute_timeout"}
+var Keys = []string{"server", "instance", "force_remote", "fallback", "cache_only", "base_dir", "log", "connect_timeout", "execute_timeout", "daemon", "daemon_idle"}
 
 // envNames maps keys to their environment variables.
 var envNames = map[string]string{
@@ -74,6 +80,8 @@ var envNames = map[string]string{
 	"log":             "KILN_LOG",
 	"connect_timeout": "KILN_CONNECT_TIMEOUT",
 	"execute_timeout": "KILN_EXECUTE_TIMEOUT",
+	"daemon":          "KILN_DAEMON",
+	"daemon_idle":     "KILN_DAEMON_IDLE",
 }
 
 // file is client.yaml. Pointers tell an absent key from a zero value.
@@ -87,6 +95,8 @@ type file struct {
 	Log            *string `yaml:"log"`
 	ConnectTimeout *string `yaml:"connect_timeout"`
 	ExecuteTimeout *string `yaml:"execute_timeout"`
+	Daemon         *bool   `yaml:"daemon"`
+	DaemonIdle     *string `yaml:"daemon_idle"`
 }
 
 // Default returns the built-in configuration.
@@ -96,6 +106,8 @@ func Default() Config {
 		Fallback:       true,
 		ConnectTimeout: 2 * time.Second,
 		ExecuteTimeout: 5 * time.Minute,
+		Daemon:         true,
+		DaemonIdle:     10 * time.Minute,
 		Sources:        map[string]string{},
 	}
 	for _, k := range Keys {
@@ -170,8 +182,8 @@ func parse(data []byte, f *file) error {
 }
 
 func (c *Config) applyFile(f *file) error {
-	strs := map[string]*string{"server": f.Server, "instance": f.Instance, "base_dir": f.BaseDir, "log": f.Log, "connect_timeout": f.ConnectTimeout, "execute_timeout": f.ExecuteTimeout}
-	bools := map[string]*bool{"force_remote": f.ForceRemote, "fallback": f.Fallback, "cache_only": f.CacheOnly}
+	strs := map[string]*string{"server": f.Server, "instance": f.Instance, "base_dir": f.BaseDir, "log": f.Log, "connect_timeout": f.ConnectTimeout, "execute_timeout": f.ExecuteTimeout, "daemon_idle": f.DaemonIdle}
+	bools := map[string]*bool{"force_remote": f.ForceRemote, "fallback": f.Fallback, "cache_only": f.CacheOnly, "daemon": f.Daemon}
 	for _, k := range Keys {
 		var v string
 		switch {
@@ -214,6 +226,10 @@ func (c *Config) set(k, v, source string) error {
 		c.ConnectTimeout, err = parseDuration(v)
 	case "execute_timeout":
 		c.ExecuteTimeout, err = parseDuration(v)
+	case "daemon":
+		c.Daemon, err = strconv.ParseBool(v)
+	case "daemon_idle":
+		c.DaemonIdle, err = parseDuration(v)
 	}
 	if err != nil {
 		return err
@@ -254,6 +270,10 @@ func (c *Config) Value(k string) string {
 		return c.ConnectTimeout.String()
 	case "execute_timeout":
 		return c.ExecuteTimeout.String()
+	case "daemon":
+		return strconv.FormatBool(c.Daemon)
+	case "daemon_idle":
+		return c.DaemonIdle.String()
 	}
 	return ""
 }
@@ -266,7 +286,7 @@ func (c *Config) Format() string {
 	for _, k := range Keys {
 		v := c.Value(k)
 		switch k {
-		case "force_remote", "fallback", "cache_only":
+		case "force_remote", "fallback", "cache_only", "daemon":
 		default:
 			v = strconv.Quote(v)
 		}

@@ -49,24 +49,41 @@ type Options struct {
 	// BaseDir is the client's base_dir ("" when unset): with it, outputs
 	// outside the working directory can still be named remotely.
 	BaseDir string
+	// Dir is the compile's working directory; "" means this process's.
+	Dir string
+}
+
+// In returns p as seen from dir: p itself when absolute or dir is "".
+func In(dir, p string) string {
+	if dir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }
 
 // Decide resolves the compiler called name and routes the command args.
 // The error is a compiler that cannot be found.
 func Decide(name string, args []string, o Options) (Route, error) {
-	path, err := ResolveCompiler(name, o.PATH, o.Self)
+	lookup := name
+	if strings.ContainsRune(name, '/') {
+		lookup = In(o.Dir, name)
+	}
+	path, err := ResolveCompiler(lookup, o.PATH, o.Self)
 	if err != nil {
 		return Route{}, err
 	}
 	r := Route{Path: path}
-	inv, err := cmdline.Parse(name, args, nil)
+	inv, err := cmdline.ParseWithOptions(name, args, cmdline.Options{
+		ReadFile: func(p string) ([]byte, error) { return os.ReadFile(In(o.Dir, p)) },
+		Exists:   func(p string) bool { _, err := os.Stat(In(o.Dir, p)); return err == nil },
+	})
 	switch {
 	case err != nil:
 		r.Local = ReasonParseError
 		return r, nil
 	case !inv.Decision.Remote:
 		r.Local = inv.Decision.Reason.String()
-	case !isDir(filepath.Dir(inv.Output)):
+	case !isDir(In(o.Dir, filepath.Dir(inv.Output))):
 		r.Local = ReasonOutputDirMissing
 	case inv.DwoFile != "" && (!filepath.IsLocal(inv.Output) || !filepath.IsLocal(inv.DwoFile)) && o.BaseDir == "":
 		r.Local = ReasonOutputPath
@@ -94,12 +111,19 @@ func Argv(path string, args []string) []string {
 	return append([]string{Arg0(path)}, args...)
 }
 
-// RunChild runs path with argv (argv[0] is the name the program sees)
-// and returns its exit code; an error means it could not run. A child
-// killed by a signal gives 128+signal, as shells report it.
-func RunChild(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+// Child is where and how a compiler runs: its working directory ("" for
+// this process's) and environment (nil for this process's).
+type Child struct {
+	Dir string
+	Env []string
+}
+
+// Run runs path with argv (argv[0] is the name the program sees) and
+// returns its exit code; an error means it could not run. A child killed
+// by a signal gives 128+signal, as shells report it.
+func (c Child) Run(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	cmd := exec.Command(path)
-	cmd.Args = argv
+	cmd.Args, cmd.Dir, cmd.Env = argv, c.Dir, c.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	err := cmd.Run()
 	var ee *exec.ExitError

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemonPID returns the pid of the kiln cc daemon serving sock, 0 if none.
+func daemonPID(sock string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(data, []byte("cc-daemon\x00--socket\x00"+sock+"\x00")) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		return pid
+	}
+	return 0
+}
+
+// TestCCDaemon checks that remote compiles go through one daemon per user
+// and that whatever happens to the daemon (off, killed, stopped), a compile
+// still gives gcc's object.
+func TestCCDaemon(t *testing.T) {
+	needGCC(t)
+	addr := startKilnServer(t)
+	dir := project(t)
+	obj, dep := filepath.Join("obj", "a.o"), filepath.Join("obj", "a.d")
+	args := compileArgs(dir, "a", obj, "-O2")
+	wantObj, wantDep := compileLocally(t, dir, obj, dep, args...)
+	e := newCCEnv(t, addr, "KILN_FORCE_REMOTE=1")
+	compile := func(t *testing.T, e *ccEnv) time.Duration {
+		t.Helper()
+		os.Remove(filepath.Join(dir, obj))
+		start := time.Now()
+		if _, stderr, code := e.run(dir, append([]string{"cc", "gcc"}, args...)...); code != 0 || stderr != "" {
+			t.Fatalf("kiln cc: exit %d, stderr %q", code, stderr)
+		}
+		took := time.Since(start)
+		if gotObj, gotDep := readOutputs(t, dir, obj, dep); !bytes.Equal(gotObj, wantObj) || !bytes.Equal(gotDep, wantDep) {
+			t.Fatalf("outputs differ from gcc's")
+		}
+		return took
+	}
+	compile(t, e)
+	socks, _ := filepath.Glob(filepath.Join(e.cache, "kiln", "cc", "daemon-*.sock"))
+	if len(socks) != 1 {
+		t.Fatalf("daemon sockets %v, want one", socks)
+	}
+	sock := socks[0]
+	pid := daemonPID(sock)
+	if pid == 0 {
+		t.Fatal("no daemon process serves", sock)
+	}
+	for i := 0; i < 3; i++ {
+		compile(t, e)
+	}
+	if p := daemonPID(sock); p != pid {
+		t.Fatalf("daemon pid %d, then %d: want the same daemon for every compile", pid, p)
+	}
+	if s := e.stats(); s.CacheHits != 3 || s.CacheMisses != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+
+	t.Run("Off", func(t *testing.T) {
+		off := &ccEnv{t: t, cache: e.cache, env: append(append([]string(nil), e.env...), "KILN_DAEMON=0")}
+		compile(t, off)
+	})
+	t.Run("Killed", func(t *testing.T) {
+		// SIGKILL leaves the socket file: the next compile starts a new daemon.
+		syscall.Kill(pid, syscall.SIGKILL)
+		for daemonPID(sock) == pid {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := os.Stat(sock); err != nil {
+			t.Fatalf("socket: %v", err)
+		}
+		compile(t, e)
+		if pid = daemonPID(sock); pid == 0 {
+			t.Fatal("no new daemon")
+		}
+	})
+	t.Run("Stopped", func(t *testing.T) {
+		// A daemon that accepts and never answers: after execute_timeout
+		// and the grace period the compile is done without it.
+		syscall.Kill(pid, syscall.SIGSTOP)
+		defer syscall.Kill(pid, syscall.SIGCONT)
+		stuck := &ccEnv{t: t, cache: e.cache, env: append(append([]string(nil), e.env...), "KILN_EXECUTE_TIMEOUT=1s")}
+		if took := compile(t, stuck); took < time.Second {
+			t.Fatalf("compile took %v: it did not wait for the daemon", took)
+		}
+	})
+	if s := e.stats(); s.Errors != 0 || len(s.Fallbacks) != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
