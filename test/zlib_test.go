@@ -146,6 +146,11 @@ func TestZlibThroughKilnCC(t *testing.T) {
 	if again.CacheHits != int64(len(want)) || again.CacheMisses != 0 || sum(again.RemoteCompiles) != 0 || len(again.Fallbacks) != 0 {
 		t.Fatalf("rebuild: want %d cache hits and nothing else remote; stats %+v", len(want), again)
 	}
+	// Nothing changed since the first build: direct mode finds every one
+	// without running the preprocessor.
+	if again.DirectHits != int64(len(want)) {
+		t.Fatalf("rebuild: %d of %d hits found by direct mode", again.DirectHits, len(want))
+	}
 }
 
 // TestZlibToolchainUploadedOnce builds zlib with make -j16 against an empty server: the 16

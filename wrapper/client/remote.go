@@ -92,29 +92,89 @@ type action struct {
 	blobs    []casclient.Blob    // of the input root, the Command and the Action
 	digest   digest.Digest       // of the Action
 	outputs  []output
-	ppStderr []byte // the preprocessor's warnings, replayed on success
+	ppStderr []byte   // the preprocessor's warnings, replayed on success
+	includes []string // the files the preprocessor read (direct mode)
+	depData  []byte   // the dependency file it wrote (direct mode)
+}
+
+// remoteOutputs names the compile's outputs in the action: relative names
+// stay (gcc records -gsplit-dwarf's .dwo name as spelled); others go to
+// kiln-out/ under the working directory. The object comes first.
+func remoteOutputs(inv *cmdline.Invocation) []output {
+	var out []output
+	for i, o := range inv.RemoteOutputs() {
+		r := filepath.ToSlash(filepath.Clean(o))
+		if !filepath.IsLocal(o) {
+			r = fmt.Sprintf("kiln-out/%d/%s", i, filepath.Base(o))
+		}
+		out = append(out, output{local: o, remote: r})
+	}
+	return out
 }
 
 // remote runs the remote path of Run.
 func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, inv *cmdline.Invocation) int {
+	cwd, err := w.Dir, error(nil)
+	if cwd == "" {
+		cwd, err = os.Getwd()
+	}
+	if err != nil {
+		return w.fallback(path, name, args, "local_io", err)
+	}
 	if w.Config.BaseDir != "" {
-		cwd, err := w.Dir, error(nil)
-		if cwd == "" {
-			cwd, err = os.Getwd()
+		inv = inv.Rebase(w.Config.BaseDir, cwd)
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.Config.ExecuteTimeout)
+	defer cancel()
+	tree, err := toolchain.LoadOrCapture(ctx, w.CacheDir, path)
+	if err != nil {
+		err = &remoteError{"toolchain", err}
+		return w.fallback(path, name, args, classify(ctx, err).reason, err)
+	}
+
+	// The connection, made when first needed: a compile whose
+	// preprocessing fails never dials.
+	var conn *grpc.ClientConn
+	var cas *casclient.Client
+	release := func() {}
+	defer func() { release() }()
+	connect := func() error {
+		if conn != nil {
+			return nil
 		}
-		if err == nil {
-			inv = inv.Rebase(w.Config.BaseDir, cwd)
+		dial := w.Dial
+		if dial == nil {
+			dial = dialOnce
+		}
+		c, rel, err := dial(w.Config.Server)
+		if err != nil {
+			return &remoteError{"config", err}
+		}
+		release = rel
+		if err := waitReady(ctx, c, w.Config.ConnectTimeout); err != nil {
+			return err
+		}
+		conn, cas = c, casclient.New(c, w.Config.Instance, tree.Root.Function(), 0)
+		return nil
+	}
+
+	key := w.directKey(tree, inv, cwd)
+	if e := w.directLookup(key); e != nil {
+		if err := connect(); err != nil {
+			return w.fallback(path, name, args, classify(ctx, err).reason, err)
+		}
+		if code, ok := w.directHit(ctx, repb.NewActionCacheClient(conn), cas, e, inv); ok {
+			w.record()
+			return code
 		}
 	}
+
 	tmp, err := os.MkdirTemp("", "kiln-cc-")
 	if err != nil {
 		return w.fallback(path, name, args, "local_io", err)
 	}
 	defer os.RemoveAll(tmp)
-
-	ctx, cancel := context.WithTimeout(ctx, w.Config.ExecuteTimeout)
-	defer cancel()
-	act, err := w.prepare(ctx, tmp, path, name, inv)
+	act, err := w.prepare(tmp, path, tree, inv)
 	if err != nil {
 		return w.fallback(path, name, args, classify(ctx, err).reason, err)
 	}
@@ -122,23 +182,15 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		// The preprocessor failed: let the real compile say why.
 		return w.local(path, name, args, ReasonPreprocessFailed)
 	}
-
-	dial := w.Dial
-	if dial == nil {
-		dial = dialOnce
-	}
-	conn, release, err := dial(w.Config.Server)
-	if err != nil {
-		return w.fallback(path, name, args, "config", err)
-	}
-	defer release()
-	if err := waitReady(ctx, conn, w.Config.ConnectTimeout); err != nil {
+	if err := connect(); err != nil {
 		return w.fallback(path, name, args, classify(ctx, err).reason, err)
 	}
-	cas := casclient.New(conn, w.Config.Instance, act.digest.Function(), 0)
 	exit, err := w.execute(ctx, conn, cas, act, path, name)
 	if err != nil {
 		return w.fallback(path, name, args, classify(ctx, err).reason, err)
+	}
+	if exit == 0 {
+		w.directRecord(key, act)
 	}
 	w.record()
 	if exit < 0 {
@@ -175,14 +227,11 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration
 
 // prepare preprocesses the source and builds the action. A nil action
 // with a nil error means the preprocessor failed.
-func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdline.Invocation) (*action, error) {
-	tree, err := toolchain.LoadOrCapture(ctx, w.CacheDir, path)
-	if err != nil {
-		return nil, &remoteError{"toolchain", err}
-	}
+func (w *Wrapper) prepare(tmp, path string, tree *toolchain.Tree, inv *cmdline.Invocation) (*action, error) {
 	fn := tree.Root.Function()
-	act := &action{inv: inv}
+	act := &action{inv: inv, outputs: remoteOutputs(inv)}
 	var data []byte
+	var err error
 	if inv.Language.IsPreprocessed() {
 		if data, err = os.ReadFile(w.path(inv.Source)); err != nil {
 			return nil, nil
@@ -197,6 +246,10 @@ func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdl
 		act.ppStderr = stderr.Bytes()
 		if data, err = os.ReadFile(iPath); err != nil {
 			return nil, &remoteError{"local_io", err}
+		}
+		act.includes = includedFiles(data)
+		if inv.DepFile != "" {
+			act.depData, _ = os.ReadFile(w.path(inv.DepFile))
 		}
 	}
 	prefixMap := ""
@@ -217,21 +270,11 @@ func (w *Wrapper) prepare(ctx context.Context, tmp, path, name string, inv *cmdl
 	}
 	act.tree, act.base = input, tree
 
-	// Outputs: relative names stay (gcc records -gsplit-dwarf's .dwo name
-	// as spelled); others go to out/ under the working directory.
 	var remotePaths []string
-	objectName := ""
-	for i, o := range inv.RemoteOutputs() {
-		r := filepath.ToSlash(filepath.Clean(o))
-		if !filepath.IsLocal(o) {
-			r = fmt.Sprintf("kiln-out/%d/%s", i, filepath.Base(o))
-		}
-		if i == 0 {
-			objectName = r
-		}
-		act.outputs = append(act.outputs, output{local: o, remote: r})
-		remotePaths = append(remotePaths, r)
+	for _, o := range act.outputs {
+		remotePaths = append(remotePaths, o.remote)
 	}
+	objectName := act.outputs[0].remote
 	sort.Strings(remotePaths)
 	argv := []string{tree.Compiler}
 	if prefixMap != "" {

@@ -28,7 +28,10 @@ type Stats struct {
 	Requests int64 `json:"requests"`
 	// CacheHits counts remote-eligible compiles answered by the action
 	// cache; CacheMisses those that were not.
-	CacheHits   int64 `json:"cache_hits"`
+	CacheHits int64 `json:"cache_hits"`
+	// DirectHits counts the cache hits found by direct mode, without
+	// running the preprocessor (included in CacheHits).
+	DirectHits  int64 `json:"direct_hits"`
 	CacheMisses int64 `json:"cache_misses"`
 	// RemoteCompiles counts executions, by the worker that ran them.
 	RemoteCompiles map[string]int64 `json:"remote_compiles,omitempty"`
@@ -62,6 +65,7 @@ type Stats struct {
 func (s *Stats) Add(o Stats) {
 	s.Requests += o.Requests
 	s.CacheHits += o.CacheHits
+	s.DirectHits += o.DirectHits
 	s.CacheMisses += o.CacheMisses
 	s.RemoteFailedCompiles += o.RemoteFailedCompiles
 	s.Errors += o.Errors
@@ -226,6 +230,7 @@ func (s Stats) Format() string {
 	line("requests", s.Requests)
 	line("cache hits", s.CacheHits)
 	line("cache misses", s.CacheMisses)
+	line("  direct (no preprocessing)", s.DirectHits)
 	if n := s.CacheHits + s.CacheMisses; n > 0 {
 		line("cache hit rate", fmt.Sprintf("%.1f%%", 100*float64(s.CacheHits)/float64(n)))
 	}
