@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -84,6 +86,33 @@ func TestCCDaemon(t *testing.T) {
 		compile(t, e)
 		if pid = daemonPID(sock); pid == 0 {
 			t.Fatal("no new daemon")
+		}
+	})
+	t.Run("NoInheritedDescriptors", func(t *testing.T) {
+		// A tool that waits for EOF on a pipe it gave the build must not
+		// wait for the daemon the build started.
+		syscall.Kill(pid, syscall.SIGKILL)
+		for daemonPID(sock) == pid {
+			time.Sleep(10 * time.Millisecond)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		os.Remove(filepath.Join(dir, obj))
+		cmd := exec.Command(kiln(t), append([]string{"cc", "gcc"}, args...)...)
+		cmd.Dir, cmd.Env, cmd.ExtraFiles = dir, e.env, []*os.File{w}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kiln cc: %v %s", err, out)
+		}
+		w.Close()
+		if pid = daemonPID(sock); pid == 0 {
+			t.Fatal("no new daemon")
+		}
+		r.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := r.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("read %d, %v: the daemon holds the pipe the build inherited", n, err)
 		}
 	})
 	t.Run("Stopped", func(t *testing.T) {

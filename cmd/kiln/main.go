@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -162,10 +163,40 @@ func startDaemon(core, cache, sock string, idle time.Duration) error {
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	// Descriptors this process inherited (make's jobserver pipe, a pipe
+	// some tool waits on for EOF) must not live on in the daemon; the
+	// compiler this process may exec next still gets them.
+	restore := closeOnExec()
+	err = cmd.Start()
+	restore()
+	if err != nil {
 		return err
 	}
 	return cmd.Process.Release()
+}
+
+// closeOnExec sets FD_CLOEXEC on every inherited descriptor above 2 that
+// lacks it, and returns the function that clears it again.
+func closeOnExec() func() {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var set []int
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
+		if errno != 0 || flags&syscall.FD_CLOEXEC != 0 {
+			continue
+		}
+		syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_SETFD, flags|syscall.FD_CLOEXEC)
+		set = append(set, fd)
+	}
+	return func() {
+		for _, fd := range set {
+			syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_SETFD, 0)
+		}
+	}
 }
 
 // execCore replaces this process with kiln-core running args. It returns
