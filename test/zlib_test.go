@@ -101,8 +101,8 @@ func sum(m map[string]int64) (n int64) {
 
 // TestZlibThroughKilnCC builds Debian's zlib (a project nobody here wrote, fetched by
 // .ci/run with apt-get source) with `make CC="kiln cc gcc" -j4` against `kiln server` with
-// two local worker slots, and checks what a user relies on: every object file is
-// byte-identical to a plain local build's, zlib's own tests pass, and after make clean
+// two local worker slots and Debian's CFLAGS (-g -O2), and checks what a user relies on:
+// every object file is byte-identical to a plain local build's, debug information included, zlib's own tests pass, and after make clean
 // the rebuild is 100% cache hits.
 func TestZlibThroughKilnCC(t *testing.T) {
 	requireRootAndGCC(t)
@@ -110,18 +110,20 @@ func TestZlibThroughKilnCC(t *testing.T) {
 	kiln := kilnBinary(t)
 	s := startServer(t, "--store", "memory", "--workers", "2")
 
-	plain := newProject(t, src)
-	plain.run("./configure")
-	plain.run("make", "-j4")
-	want := plain.objects()
+	// Debian's flags: with -g, object identity includes the DWARF columns
+	// and the build directory, so both builds happen in the same one.
+	cc := kiln + " cc gcc"
+	k := newProject(t, src, "KILN_SERVER="+s.GRPCURL(), "KILN_FORCE_REMOTE=1", "CFLAGS=-g -O2",
+		"XDG_CACHE_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
+	k.run("env", "CC=gcc", "./configure")
+	k.run("make", "-j4")
+	want := k.objects()
 	if len(want) < 30 {
 		t.Fatalf("the plain build made %d object files, want zlib's 34", len(want))
 	}
+	k.run("make", "distclean")
 
-	cc := kiln + " cc gcc"
-	k := newProject(t, src, "KILN_SERVER="+s.GRPCURL(), "KILN_FORCE_REMOTE=1", "CC="+cc,
-		"XDG_CACHE_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
-	k.run("./configure")
+	k.run("env", "CC="+cc, "./configure")
 	k.run("make", "CC="+cc, "-j4")
 	first := k.kilnStats(kiln)
 	requireSameObjects(t, want, k.objects())

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	lrpb "cloud.google.com/go/longrunning/autogen/longrunningpb"
@@ -154,7 +155,11 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		if err := waitReady(ctx, c, w.Config.ConnectTimeout); err != nil {
 			return err
 		}
-		conn, cas = c, casclient.New(c, w.Config.Instance, tree.Root.Function(), 0)
+		limit, err := batchLimit(ctx, c, w.Config.Instance)
+		if err != nil {
+			return err
+		}
+		conn, cas = c, casclient.New(c, w.Config.Instance, tree.Root.Function(), limit)
 		return nil
 	}
 
@@ -174,7 +179,7 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		return w.fallback(path, name, args, "local_io", err)
 	}
 	defer os.RemoveAll(tmp)
-	act, err := w.prepare(tmp, path, tree, inv)
+	act, err := w.prepare(tmp, path, cwd, tree, inv)
 	if err != nil {
 		return w.fallback(path, name, args, classify(ctx, err).reason, err)
 	}
@@ -197,6 +202,32 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		return w.runLocal(path, name, args)
 	}
 	return exit
+}
+
+// batchLimits caches each connection's batch limit (the daemon keeps its
+// connections; a wrapper process has one).
+var batchLimits sync.Map // batchKey -> int64
+
+type batchKey struct {
+	conn     *grpc.ClientConn
+	instance string
+}
+
+// batchLimit returns the server's max_batch_total_size_bytes for instance
+// (0: no limit), asked once per connection: batches must fit the server's
+// limit, not gRPC's default message size.
+func batchLimit(ctx context.Context, conn *grpc.ClientConn, instance string) (int64, error) {
+	key := batchKey{conn, instance}
+	if v, ok := batchLimits.Load(key); ok {
+		return v.(int64), nil
+	}
+	caps, err := casclient.FetchCapabilities(ctx, conn, instance)
+	if err != nil {
+		return 0, err
+	}
+	n := caps.GetCacheCapabilities().GetMaxBatchTotalSizeBytes()
+	batchLimits.Store(key, n)
+	return n, nil
 }
 
 // dialOnce is the Dial of a wrapper process: one connection per compile.
@@ -227,25 +258,31 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration
 
 // prepare preprocesses the source and builds the action. A nil action
 // with a nil error means the preprocessor failed.
-func (w *Wrapper) prepare(tmp, path string, tree *toolchain.Tree, inv *cmdline.Invocation) (*action, error) {
+func (w *Wrapper) prepare(tmp, path, cwd string, tree *toolchain.Tree, inv *cmdline.Invocation) (*action, error) {
 	fn := tree.Root.Function()
 	act := &action{inv: inv, outputs: remoteOutputs(inv)}
 	var data []byte
 	var err error
+	// source is the remote compile's input as its command line names it;
+	// inputPath is where it is in the input root.
+	iName := inputBase + inv.Language.PreprocessedExt()
+	source, inputPath := iName, workDir+"/"+iName
+	directives := false
 	if inv.Language.IsPreprocessed() {
 		if data, err = os.ReadFile(w.path(inv.Source)); err != nil {
 			return nil, nil
 		}
 	} else {
-		iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
-		var stderr bytes.Buffer
-		code, err := w.child().Run(path, decide.Argv(path, inv.PreprocessArgs(iPath)), nil, io.Discard, &stderr)
-		if err != nil || code != 0 {
-			return nil, nil
+		if s, p, ok := directivesInput(inv, w.Config.BaseDir); ok {
+			if data, ok = w.preprocess(act, tmp, path, inv, true); ok {
+				directives, source, inputPath = true, s, p
+			}
 		}
-		act.ppStderr = stderr.Bytes()
-		if data, err = os.ReadFile(iPath); err != nil {
-			return nil, &remoteError{"local_io", err}
+		if !directives {
+			var ok bool
+			if data, ok = w.preprocess(act, tmp, path, inv, false); !ok {
+				return nil, nil
+			}
 		}
 		act.includes = includedFiles(data)
 		if inv.DepFile != "" {
@@ -259,12 +296,11 @@ func (w *Wrapper) prepare(tmp, path string, tree *toolchain.Tree, inv *cmdline.I
 			prefixMap = inv.DebugPrefixMap() // checkout-specific anyway; see RemoteCompileArgs
 		}
 	}
-	iName := inputBase + inv.Language.PreprocessedExt()
 	iHost := filepath.Join(tmp, "send-"+iName)
 	if err := os.WriteFile(iHost, data, 0o644); err != nil {
 		return nil, &remoteError{"local_io", err}
 	}
-	input, err := tree.WithFiles(toolchain.File{Path: workDir + "/" + iName, HostPath: iHost, Digest: digest.FromBytes(fn, data)})
+	input, err := tree.WithFiles(toolchain.File{Path: inputPath, HostPath: iHost, Digest: digest.FromBytes(fn, data)})
 	if err != nil {
 		return nil, &remoteError{"toolchain", err}
 	}
@@ -280,7 +316,11 @@ func (w *Wrapper) prepare(tmp, path string, tree *toolchain.Tree, inv *cmdline.I
 	if prefixMap != "" {
 		argv = append(argv, prefixMap)
 	}
-	argv = append(argv, inv.RemoteCompileArgs(iName, objectName)...)
+	if directives {
+		argv = append(argv, inv.RemoteSourceArgs(source, objectName, "/"+workDir, cwd)...)
+	} else {
+		argv = append(argv, inv.RemoteCompileArgs(source, objectName)...)
+	}
 	var env []*repb.Command_EnvironmentVariable
 	if len(tree.LibraryPath) > 0 {
 		env = append(env, &repb.Command_EnvironmentVariable{Name: "LD_LIBRARY_PATH", Value: strings.Join(tree.LibraryPath, ":")})
@@ -312,6 +352,60 @@ func (w *Wrapper) prepare(tmp, path string, tree *toolchain.Tree, inv *cmdline.I
 	act.digest = digest.FromBytes(fn, aData)
 	act.blobs = append(input.Blobs(), casclient.Blob{Digest: cmdDigest, Data: cmdData}, casclient.Blob{Digest: act.digest, Data: aData})
 	return act, nil
+}
+
+// directivesInput says whether inv's remote compile gets source
+// preprocessed with -fdirectives-only (cmdline.WantsDirectivesOnly; not
+// with base_dir, whose rewriting works on fully preprocessed files), and
+// if so the source's name on the remote command line (as written locally:
+// gcc names the compilation unit after it) and its place in the input
+// root: under the working directory, or at its absolute path from the
+// root of the hermetic sandbox.
+func directivesInput(inv *cmdline.Invocation, baseDir string) (source, inputPath string, ok bool) {
+	if baseDir != "" || !inv.WantsDirectivesOnly() {
+		return "", "", false
+	}
+	p := filepath.ToSlash(filepath.Clean(inv.Source))
+	if filepath.IsAbs(p) {
+		p = strings.TrimPrefix(p, "/")
+	} else {
+		p = workDir + "/" + p
+	}
+	if !filepath.IsLocal(p) || strings.HasPrefix(p, "kiln-out/") {
+		return "", "", false
+	}
+	return inv.Source, p, true
+}
+
+// preprocess runs the local preprocessor for act into tmp and returns its
+// output; false means it failed (the caller then lets the real compile
+// report why). With directives, only directives are processed
+// (-fdirectives-only) and gcc's built-in definitions, which the remote
+// compiler makes itself, are cut off the front.
+func (w *Wrapper) preprocess(act *action, tmp, path string, inv *cmdline.Invocation, directives bool) ([]byte, bool) {
+	iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
+	args := inv.PreprocessArgs(iPath)
+	if directives {
+		args = append([]string{"-fdirectives-only"}, args...)
+	}
+	var stderr bytes.Buffer
+	code, err := w.child().Run(path, decide.Argv(path, args), nil, io.Discard, &stderr)
+	if err != nil || code != 0 {
+		return nil, false
+	}
+	data, err := os.ReadFile(iPath)
+	if err != nil {
+		return nil, false
+	}
+	if directives {
+		i := bytes.Index(data, []byte("\n# 0 \"<command-line>\"\n"))
+		if i < 0 {
+			return nil, false
+		}
+		data = data[i+1:]
+	}
+	act.ppStderr = stderr.Bytes()
+	return data, true
 }
 
 // execute looks the action up, runs it on a miss, and writes the result.

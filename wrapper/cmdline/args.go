@@ -202,3 +202,73 @@ func ReplaceWorkingDirectory(data []byte, baseDir string) []byte {
 	out = append(out, newLine...)
 	return append(out, rest[end:]...)
 }
+
+// WantsDirectivesOnly reports whether the remote compile should get
+// source that is preprocessed with gcc's -fdirectives-only rather than
+// fully: gcc (not clang), C or C++, with DWARF column information (-g at
+// level 1 or 2 without -gno-column-info). Full preprocessing changes the
+// columns of every line where a macro was expanded; with -fdirectives-only
+// macros are expanded by the remote compile itself, so the object matches
+// a local compile byte for byte (RemoteSourceArgs). Without -g both ways
+// give identical objects and the full way is kept; -g3 keeps it too (its
+// macro section differs either way).
+func (inv *Invocation) WantsDirectivesOnly() bool {
+	switch inv.Kind {
+	case KindGCC, KindGXX, KindCC, KindCXX:
+	default:
+		return false
+	}
+	if inv.Language != LangC && inv.Language != LangCXX {
+		return false
+	}
+	level, columns := 0, true
+	for _, f := range inv.CompileFlags {
+		switch {
+		case f == "-g0" || f == "-ggdb0":
+			level = 0
+		case f == "-g1" || f == "-ggdb1":
+			level = 1
+		case f == "-g" || f == "-ggdb" || f == "-g2" || f == "-ggdb2":
+			level = 2
+		case f == "-g3" || f == "-ggdb3":
+			level = 3
+		case strings.HasPrefix(f, "-gdwarf"):
+			if level == 0 {
+				level = 2 // -gdwarf-N turns -g on at the default level
+			}
+		case f == "-gno-column-info":
+			columns = false
+		case f == "-gcolumn-info":
+			columns = true
+		}
+	}
+	return (level == 1 || level == 2) && columns
+}
+
+// RemoteSourceArgs returns the arguments (without the program name) that
+// compile sourceName, the output of PreprocessArgs with -fdirectives-only
+// minus gcc's built-in definitions, into objectName on a worker whose
+// working directory is remoteDir, as the local compile in cwd would: the
+// CompileFlags in their original order, -nostdinc (every include is done;
+// it also keeps the implicit stdc-predef.h out, which the file has),
+// -fdebug-prefix-map=remoteDir=cwd (the compilation directory in the debug
+// information), -c or -S, -x and the language, the source and -o. gcc
+// records none of the added options in DW_AT_producer. sourceName must be
+// the source as written on the command line (gcc names the compilation
+// unit after it), placed at that path on the worker.
+func (inv *Invocation) RemoteSourceArgs(sourceName, objectName, remoteDir, cwd string) []string {
+	out := make([]string, 0, len(inv.CompileFlags)+9)
+	for i, a := range inv.args {
+		if i == 0 && inv.baseDir != "" {
+			continue
+		}
+		if a.class == classCommon {
+			out = a.appendTo(out)
+		}
+	}
+	mode := inv.Mode.String()
+	if mode == "" || mode == "-E" {
+		mode = "-c"
+	}
+	return append(out, "-nostdinc", "-fdebug-prefix-map="+remoteDir+"="+cwd, mode, "-x", string(inv.Language), sourceName, "-o", objectName)
+}

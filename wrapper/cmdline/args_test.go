@@ -186,3 +186,35 @@ func TestReplaceWorkingDirectory(t *testing.T) {
 		})
 	}
 }
+
+func TestWantsDirectivesOnly(t *testing.T) {
+	for _, tc := range []struct {
+		cmd  string
+		want bool
+	}{
+		{"gcc -c a.c", false},
+		{"gcc -g -c a.c", true},
+		{"g++ -O2 -g -c a.cc", true},
+		{"cc -ggdb -c a.c", true},
+		{"gcc -g1 -c a.c", true},
+		{"gcc -gdwarf-4 -c a.c", true},
+		{"gcc -g -gno-column-info -c a.c", false},
+		{"gcc -gno-column-info -g -gcolumn-info -c a.c", true},
+		{"gcc -g -g0 -c a.c", false},
+		{"gcc -g3 -c a.c", false},
+		{"gcc -g3 -g -c a.c", true},
+		{"gcc -g3 -gdwarf-5 -c a.c", false},
+		{"clang -g -c a.c", false},
+		{"gcc -g -c a.i", false},
+		{"gcc -g -c a.s", false},
+	} {
+		f := strings.Fields(tc.cmd)
+		inv, err := cmdline.Parse(f[0], f[1:], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := inv.WantsDirectivesOnly(); got != tc.want {
+			t.Errorf("%s: WantsDirectivesOnly %v, want %v", tc.cmd, got, tc.want)
+		}
+	}
+}
