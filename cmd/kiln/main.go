@@ -6,7 +6,8 @@
 // other command (server, worker, bench, config, stats, install-bins) are
 // handed to kiln-core, the full binary, found next to this one or in PATH:
 // remote compiles to the user's kiln cc daemon (a kiln-core started on
-// first use, see wrapper/ccd), the rest by exec.
+// first use, see wrapper/ccd), the rest by exec. It is also the init of
+// kiln-core's sandboxed actions, for the same reason: it starts fast.
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
 	"github.com/kiln-build/kiln/wrapper/ccd"
 	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"
@@ -31,6 +33,9 @@ import (
 const coreName = "kiln-core"
 
 func main() {
+	// A sandboxed action's init is a copy of this binary (see
+	// worker/runner/sandboxinit): it never returns from here.
+	sandboxinit.MaybeRun()
 	args := os.Args[1:]
 	if base := filepath.Base(os.Args[0]); base != "kiln" && cmdline.KindOf(base) != cmdline.KindUnknown {
 		os.Exit(compile(base, args))

@@ -18,10 +18,6 @@ import (
 	"github.com/kiln-build/kiln/internal/rpcstatus"
 )
 
-// defaultPath is the search path when the Command's environment has no
-// PATH: the one execvp(3) uses. It is never the worker's own PATH.
-const defaultPath = "/bin:/usr/bin"
-
 // Host runs commands directly on the host: the command sees the host's
 // filesystem (Bazel's auto-configured C++ toolchains call /usr/bin/gcc)
 // and runs as the worker's user.
@@ -157,69 +153,4 @@ func (h *Host) Run(ctx context.Context, req Request) (Result, error) {
 // already empty is fine.
 func killGroup(pgid int) {
 	_ = unix.Kill(-pgid, unix.SIGKILL)
-}
-
-// lookPath resolves the program of a command. A name with a '/' is a path,
-// relative to dir unless absolute; a bare name is searched in the PATH of
-// env (empty and relative entries are relative to dir), never in the
-// worker's PATH. A program that is not there is InvalidArgument.
-func lookPath(prog, dir string, env []string) (string, error) {
-	if strings.Contains(prog, "/") {
-		p := prog
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(dir, p)
-		}
-		if err := checkExecutable(p); err != nil {
-			return "", status.Errorf(codes.InvalidArgument, "program %q %s", prog, err.Error())
-		}
-		return p, nil
-	}
-	search, ok := defaultPath, false
-	for _, kv := range env {
-		if v, found := strings.CutPrefix(kv, "PATH="); found {
-			search, ok = v, true // the last one wins, as in exec's deduplication
-		}
-	}
-	var lastErr error
-	for _, d := range filepath.SplitList(search) {
-		if d == "" {
-			d = "."
-		}
-		if !filepath.IsAbs(d) {
-			d = filepath.Join(dir, d)
-		}
-		p := filepath.Join(d, prog)
-		err := checkExecutable(p)
-		if err == nil {
-			return p, nil
-		}
-		if !errors.Is(err, errNotFound) {
-			lastErr = err
-		}
-	}
-	where := "the command's PATH " + search
-	if !ok {
-		where = "the default PATH " + defaultPath + " (the command sets no PATH)"
-	}
-	if lastErr != nil {
-		return "", status.Errorf(codes.InvalidArgument, "program %q found in %s, but %s", prog, where, lastErr.Error())
-	}
-	return "", status.Errorf(codes.InvalidArgument, "program %q not found in %s", prog, where)
-}
-
-var errNotFound = errors.New("not found")
-
-// checkExecutable reports whether p is a file the worker may execute.
-func checkExecutable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return errNotFound
-	}
-	if fi.IsDir() {
-		return errors.New("is a directory")
-	}
-	if err := unix.Access(p, unix.X_OK); err != nil {
-		return errors.New("is not executable")
-	}
-	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/internal/rpcstatus"
+	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
 )
 
 // DefaultSandboxID is the uid and gid that actions run as when the worker
@@ -50,27 +51,10 @@ type SandboxConfig struct {
 	// that do not exist when an action runs are skipped. Hermetic mode
 	// shows nothing of the host anyway.
 	HidePaths []string
-}
-
-// Limits bound what one action may use; 0 means no limit. They are
-// rlimits set on the action's processes: inherited by every process of
-// the action, enforced per process except Processes.
-type Limits struct {
-	// Processes bounds the processes and threads the action's user has
-	// at once, counted in the action's own user namespace, so that
-	// concurrent actions do not share the count (RLIMIT_NPROC). Only
-	// enforced when the command does not run as host root.
-	Processes int64
-	// OpenFiles bounds each process's file descriptors (RLIMIT_NOFILE).
-	// At least 64.
-	OpenFiles int64
-	// FileSizeBytes bounds the size of any file a process writes,
-	// stdout and stderr included (RLIMIT_FSIZE; the writer gets SIGXFSZ).
-	FileSizeBytes int64
-	// MemoryBytes bounds each process's data: heap and private writable
-	// mappings (RLIMIT_DATA). At least 64 MiB. It is per process, not
-	// for the action as a whole.
-	MemoryBytes int64
+	// Init is the binary started as each action's init: one whose main
+	// calls sandboxinit.MaybeRun (or MaybeRunInit) first. "" means the
+	// running binary. A small binary starts faster.
+	Init string
 }
 
 // Sandbox runs each command in new user, mount, PID, network, IPC, UTS
@@ -105,7 +89,7 @@ type Sandbox struct {
 	// which is the worker's own ids.
 	root           bool
 	uidMap, gidMap []syscall.SysProcIDMap
-	// exe is the binary started as the init: this one.
+	// exe is the binary started as the init: cfg.Init, else this one.
 	exe string
 }
 
@@ -131,6 +115,9 @@ func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 		return nil, err
 	}
 	s := &Sandbox{cfg: cfg, root: os.Geteuid() == 0, exe: "/proc/self/exe"}
+	if cfg.Init != "" {
+		s.exe = cfg.Init
+	}
 	if s.root {
 		s.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
 		s.gidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
@@ -154,34 +141,16 @@ func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 	return s, nil
 }
 
-// rlimits pairs each limit with its rlimit.
-func (l Limits) rlimits() []struct {
-	name     string
-	resource int
-	value    int64
-} {
-	return []struct {
-		name     string
-		resource int
-		value    int64
-	}{
-		{"processes", unix.RLIMIT_NPROC, l.Processes},
-		{"open files", unix.RLIMIT_NOFILE, l.OpenFiles},
-		{"file size", unix.RLIMIT_FSIZE, l.FileSizeBytes},
-		{"memory", unix.RLIMIT_DATA, l.MemoryBytes},
-	}
-}
-
 // checkHardLimits checks that no limit is above the worker's own hard
 // limit: the init, privileged only in its user namespace, cannot raise one.
 func checkHardLimits(l Limits) error {
-	for _, r := range l.rlimits() {
+	for _, r := range l.Rlimits() {
 		var cur unix.Rlimit
-		if r.value == 0 || unix.Getrlimit(r.resource, &cur) != nil || cur.Max == unix.RLIM_INFINITY {
+		if r.Value == 0 || unix.Getrlimit(r.Resource, &cur) != nil || cur.Max == unix.RLIM_INFINITY {
 			continue
 		}
-		if uint64(r.value) > cur.Max {
-			return fmt.Errorf("sandbox: %s limit %d is above the worker's own hard limit, %d", r.name, r.value, cur.Max)
+		if uint64(r.Value) > cur.Max {
+			return fmt.Errorf("sandbox: %s limit %d is above the worker's own hard limit, %d", r.Name, r.Value, cur.Max)
 		}
 	}
 	return nil
@@ -237,41 +206,6 @@ func (s *Sandbox) probe() error {
 // InvalidArgument.
 func (s *Sandbox) Run(ctx context.Context, req Request) (Result, error) {
 	return s.run(ctx, req, false)
-}
-
-// initSpec is what Run tells the init, as JSON on its fd 3.
-type initSpec struct {
-	// Probe: set up, report, run nothing.
-	Probe    bool
-	Hermetic bool
-	Network  bool
-	Args     []string
-	Env      []string
-	// Dir is the working directory as the command sees it.
-	Dir string
-	// BuildDir is the host path of the input root.
-	BuildDir string
-	// Covers are host directories that host mode covers with an empty
-	// read-only tmpfs, none below another.
-	Covers []string
-	// SetIDs: run the command as UID/GID (ids inside the namespace).
-	// Otherwise it stays ns root, stripped of capabilities.
-	SetIDs   bool
-	UID, GID int
-	Limits   Limits
-}
-
-// initReport is what the init answers, as JSON on its fd 4.
-type initReport struct {
-	// Code and Message, when Code is not OK, say why nothing ran.
-	Code    codes.Code `json:",omitempty"`
-	Message string     `json:",omitempty"`
-	// The command's exit, as in Result.
-	ExitCode    int
-	Signal      string `json:",omitempty"`
-	UserTime    time.Duration
-	SystemTime  time.Duration
-	MaxRSSBytes int64
 }
 
 // mountPoints are the directories that hermetic mode mounts over in the
@@ -577,8 +511,8 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 		}
 		return res, status.Errorf(codes.Internal, "sandbox: the init ended (%v) without a report; does main call runner.MaybeRunInit first?", waitErr)
 	}
-	if rep.Code != codes.OK {
-		return Result{}, status.Error(rep.Code, rep.Message)
+	if rep.Code != sandboxinit.CodeOK {
+		return Result{}, status.Error(codes.Code(rep.Code), rep.Message)
 	}
 	res.ExitCode, res.Signal = rep.ExitCode, rep.Signal
 	res.UserTime, res.SystemTime, res.MaxRSSBytes = rep.UserTime, rep.SystemTime, rep.MaxRSSBytes
