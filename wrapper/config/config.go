@@ -1,5 +1,5 @@
 // Package config is the configuration of the kiln cc compiler wrapper: a
-// strict YAML file in the user's configuration directory
+// strict flat YAML file (see parseFlat) in the user's configuration directory
 // ($XDG_CONFIG_HOME/kiln/client.yaml, else ~/.config/kiln/client.yaml)
 // under environment variables (KILN_SERVER, ...), each value remembering
 // where it came from so that `kiln config` can say.
@@ -9,7 +9,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,8 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/kiln-build/kiln/internal/addr"
 )
@@ -84,20 +81,8 @@ var envNames = map[string]string{
 	"daemon_idle":     "KILN_DAEMON_IDLE",
 }
 
-// file is client.yaml. Pointers tell an absent key from a zero value.
-type file struct {
-	Server         *string `yaml:"server"`
-	Instance       *string `yaml:"instance"`
-	ForceRemote    *bool   `yaml:"force_remote"`
-	Fallback       *bool   `yaml:"fallback"`
-	CacheOnly      *bool   `yaml:"cache_only"`
-	BaseDir        *string `yaml:"base_dir"`
-	Log            *string `yaml:"log"`
-	ConnectTimeout *string `yaml:"connect_timeout"`
-	ExecuteTimeout *string `yaml:"execute_timeout"`
-	Daemon         *bool   `yaml:"daemon"`
-	DaemonIdle     *string `yaml:"daemon_idle"`
-}
+// boolKeys are the keys whose values are booleans.
+var boolKeys = map[string]bool{"force_remote": true, "fallback": true, "cache_only": true, "daemon": true}
 
 // Default returns the built-in configuration.
 func Default() Config {
@@ -138,11 +123,11 @@ func Load(getenv func(string) string) (Config, error) {
 	case err != nil:
 		return c, fmt.Errorf("config %s: %w", c.File, err)
 	default:
-		var f file
-		if err := parse(data, &f); err != nil {
+		vals, err := parseFlat(data)
+		if err != nil {
 			return c, fmt.Errorf("config %s: %w", c.File, err)
 		}
-		if err := c.applyFile(&f); err != nil {
+		if err := c.applyFile(vals); err != nil {
 			return c, fmt.Errorf("config %s: %w", c.File, err)
 		}
 	}
@@ -171,31 +156,29 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 	return v, v != ""
 }
 
-// parse decodes YAML strictly: unknown keys and wrong types are errors.
-func parse(data []byte, f *file) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(f); err != nil && err.Error() != "EOF" {
-		return err
+// applyFile sets the file's values: unknown keys and values of the wrong
+// type are errors; an empty value keeps the default.
+func (c *Config) applyFile(vals map[string]scalar) error {
+	for k, v := range vals {
+		if _, ok := envNames[k]; !ok {
+			return fmt.Errorf("line %d: unknown key %q", v.line, k)
+		}
 	}
-	return nil
-}
-
-func (c *Config) applyFile(f *file) error {
-	strs := map[string]*string{"server": f.Server, "instance": f.Instance, "base_dir": f.BaseDir, "log": f.Log, "connect_timeout": f.ConnectTimeout, "execute_timeout": f.ExecuteTimeout, "daemon_idle": f.DaemonIdle}
-	bools := map[string]*bool{"force_remote": f.ForceRemote, "fallback": f.Fallback, "cache_only": f.CacheOnly, "daemon": f.Daemon}
 	for _, k := range Keys {
-		var v string
-		switch {
-		case strs[k] != nil:
-			v = *strs[k]
-		case bools[k] != nil:
-			v = strconv.FormatBool(*bools[k])
-		default:
+		v, ok := vals[k]
+		if !ok || (v.text == "" && !v.quoted) {
 			continue
 		}
-		if err := c.set(k, v, c.File); err != nil {
-			return fmt.Errorf("%s: %w", k, err)
+		text := v.text
+		if boolKeys[k] {
+			b, err := yamlBool(v)
+			if err != nil {
+				return fmt.Errorf("line %d: %s: %w", v.line, k, err)
+			}
+			text = strconv.FormatBool(b)
+		}
+		if err := c.set(k, text, c.File); err != nil {
+			return fmt.Errorf("line %d: %s: %w", v.line, k, err)
 		}
 	}
 	return nil
@@ -285,9 +268,7 @@ func (c *Config) Format() string {
 	fmt.Fprintf(&b, "# file: %s\n", c.File)
 	for _, k := range Keys {
 		v := c.Value(k)
-		switch k {
-		case "force_remote", "fallback", "cache_only", "daemon":
-		default:
+		if !boolKeys[k] {
 			v = strconv.Quote(v)
 		}
 		fmt.Fprintf(&b, "%s: %s  # %s\n", k, v, c.Sources[k])
