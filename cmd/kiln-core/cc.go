@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/internal/sibling"
 	"github.com/kiln-build/kiln/wrapper/ccd/daemon"
 	"github.com/kiln-build/kiln/wrapper/client"
 	"github.com/kiln-build/kiln/wrapper/config"
@@ -66,18 +67,14 @@ func newCCDaemonCmd() *cobra.Command {
 // frontPath is the kiln command next to this kiln-core (what install-bins
 // links to, and what compiler lookups skip), else kiln-core itself.
 func frontPath() (string, error) {
+	if front, ok := sibling.Path("kiln"); ok {
+		return front, nil
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return "", err
 	}
-	if self, err = filepath.EvalSymlinks(self); err != nil {
-		return "", err
-	}
-	front := filepath.Join(filepath.Dir(self), "kiln")
-	if fi, err := os.Stat(front); err == nil && !fi.IsDir() {
-		return front, nil
-	}
-	return self, nil
+	return filepath.EvalSymlinks(self)
 }
 
 func newCCCmd() *cobra.Command {

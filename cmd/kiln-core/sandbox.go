@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/api/workerpb"
+	"github.com/kiln-build/kiln/internal/sibling"
 	"github.com/kiln-build/kiln/worker/runner"
 )
 
@@ -77,10 +78,8 @@ func (f *sandboxFlags) newRunner(log *slog.Logger, hide []string) (runner.Runner
 	cfg := runner.SandboxConfig{UID: f.uid, GID: f.gid, AllowNetwork: f.network, Limits: f.limits, HidePaths: hide}
 	// The small kiln command next to this binary is the actions' init: it
 	// starts in a fraction of kiln-core's time.
-	if front, err := frontPath(); err == nil {
-		if self, err := os.Executable(); err == nil && front != self {
-			cfg.Init = front
-		}
+	if front, ok := sibling.Path("kiln"); ok {
+		cfg.Init = front
 	}
 	if cfg.UID < 0 {
 		cfg.UID = os.Geteuid()

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/sibling"
 	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
 	"github.com/kiln-build/kiln/wrapper/ccd"
 	"github.com/kiln-build/kiln/wrapper/cmdline"
@@ -80,7 +81,7 @@ func compile(name string, args []string) int {
 	stats.Inc(&delta.LocalCompiles, r.Local)
 	delta.WrapperNanos = int64(time.Since(start))
 	if err := stats.Open(config.CacheDir()).Record(delta); err != nil {
-		logLine(cfg.Log, err)
+		cfg.Logf(time.Now(), "%v", err)
 	}
 	return execCompiler(r.Path, args)
 }
@@ -128,7 +129,7 @@ func viaDaemon(cfg config.Config, compiler string, args []string) (*ccd.Response
 		}
 	}
 	if err != nil {
-		logLine(cfg.Log, fmt.Errorf("kiln cc daemon: %w", err))
+		cfg.Logf(time.Now(), "kiln cc daemon: %v", err)
 		return nil, false
 	}
 	cwd, err := os.Getwd()
@@ -146,7 +147,7 @@ func viaDaemon(cfg config.Config, compiler string, args []string) (*ccd.Response
 		err = errors.New(resp.Error)
 	}
 	if err != nil {
-		logLine(cfg.Log, fmt.Errorf("kiln cc daemon: %w", err))
+		cfg.Logf(time.Now(), "kiln cc daemon: %v", err)
 		return nil, false
 	}
 	return resp, true
@@ -218,31 +219,11 @@ func execCore(args []string) int {
 // findCore returns kiln-core next to this executable (links resolved),
 // else the one in PATH.
 func findCore() (string, error) {
-	self, err := os.Executable()
-	if err == nil {
-		if real, err := filepath.EvalSymlinks(self); err == nil {
-			self = real
-		}
-		p := filepath.Join(filepath.Dir(self), coreName)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p, nil
-		}
+	if p, ok := sibling.Path(coreName); ok {
+		return p, nil
 	}
 	if p, err := exec.LookPath(coreName); err == nil {
 		return p, nil
 	}
 	return "", errors.New(coreName + " is not next to kiln nor in PATH: install both binaries (go build -o bin/ ./cmd/...)")
-}
-
-// logLine appends err to the configured log file, if any.
-func logLine(file string, err error) {
-	if file == "" {
-		return
-	}
-	f, ferr := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if ferr != nil {
-		return
-	}
-	fmt.Fprintf(f, "%s kiln cc[%d]: %v\n", time.Now().Format(time.RFC3339Nano), os.Getpid(), err)
-	f.Close()
 }

@@ -124,15 +124,7 @@ func (w *Wrapper) record() {
 
 // logf appends a line to the configured log file, if any.
 func (w *Wrapper) logf(format string, args ...any) {
-	if w.Config.Log == "" {
-		return
-	}
-	f, err := os.OpenFile(w.Config.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return
-	}
-	fmt.Fprintf(f, "%s kiln cc[%d]: %s\n", w.Now().Format(time.RFC3339Nano), os.Getpid(), fmt.Sprintf(format, args...))
-	f.Close()
+	w.Config.Logf(w.Now(), format, args...)
 }
 
 // local counts a local compile for reason and runs it.
@@ -145,11 +137,11 @@ func (w *Wrapper) local(path, name string, args []string, reason string) int {
 // runLocal runs the real compiler with the original arguments, replacing
 // the process when w.Exec is set.
 func (w *Wrapper) runLocal(path, name string, args []string) int {
-	argv := decide.Argv(path, args)
 	if w.DeferLocal {
 		w.deferred = true
 		return 0
 	}
+	argv := decide.Argv(path, args)
 	if w.Exec != nil {
 		err := w.Exec(path, argv, os.Environ())
 		fmt.Fprintf(w.Stderr, "kiln: exec %s: %v\n", path, err)

@@ -168,14 +168,7 @@ func (w *Wrapper) directHit(ctx context.Context, ac repb.ActionCacheClient, cas 
 		return 0, false
 	}
 	act := &action{inv: inv, digest: d, outputs: remoteOutputs(inv), ppStderr: e.PPStderr}
-	res, err := ac.GetActionResult(ctx, &repb.GetActionResultRequest{
-		InstanceName:      cas.Instance(),
-		ActionDigest:      d.Proto(),
-		InlineStdout:      true,
-		InlineStderr:      true,
-		InlineOutputFiles: []string{act.outputs[0].remote},
-		DigestFunction:    cas.Function().Enum(),
-	})
+	res, err := w.lookup(ctx, ac, cas, act)
 	if err != nil || res.GetExitCode() != 0 {
 		return 0, false
 	}

@@ -408,10 +408,9 @@ func (w *Wrapper) preprocess(act *action, tmp, path string, inv *cmdline.Invocat
 	return data, true
 }
 
-// execute looks the action up, runs it on a miss, and writes the result.
-func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *casclient.Client, act *action, path, name string) (int, error) {
-	fn := act.digest.Function()
-	ac := repb.NewActionCacheClient(conn)
+// lookup asks the action cache for act's result, with stdout, stderr and
+// the outputs inlined (the server inlines what fits).
+func (w *Wrapper) lookup(ctx context.Context, ac repb.ActionCacheClient, cas *casclient.Client, act *action) (*repb.ActionResult, error) {
 	inline := make([]string, len(act.outputs))
 	for i, o := range act.outputs {
 		inline[i] = o.remote
@@ -422,9 +421,16 @@ func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *cascl
 		InlineStdout:      true,
 		InlineStderr:      true,
 		InlineOutputFiles: inline,
-		DigestFunction:    fn.Enum(),
+		DigestFunction:    act.digest.Function().Enum(),
 	})
 	w.logf("action %s: lookup %s", act.digest, status.Code(err))
+	return res, err
+}
+
+// execute looks the action up, runs it on a miss, and writes the result.
+func (w *Wrapper) execute(ctx context.Context, conn *grpc.ClientConn, cas *casclient.Client, act *action, path, name string) (int, error) {
+	ac := repb.NewActionCacheClient(conn)
+	res, err := w.lookup(ctx, ac, cas, act)
 	switch {
 	case err == nil:
 		files, err := w.fetch(ctx, cas, act, res)

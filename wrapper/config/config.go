@@ -285,3 +285,18 @@ func CacheDir() string {
 	}
 	return filepath.Join(dir, "kiln", "cc")
 }
+
+// Logf appends one line, stamped with now and this process's pid, to the
+// log file (the log key), if there is one. Failing to write is ignored: a
+// log must not break a build.
+func (c *Config) Logf(now time.Time, format string, args ...any) {
+	if c.Log == "" {
+		return
+	}
+	f, err := os.OpenFile(c.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(f, "%s kiln cc[%d]: %s\n", now.Format(time.RFC3339Nano), os.Getpid(), fmt.Sprintf(format, args...))
+	f.Close()
+}
