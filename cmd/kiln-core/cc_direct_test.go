@@ -67,6 +67,19 @@ func TestCCDirectMode(t *testing.T) {
 		os.WriteFile(header, orig, 0o644)
 		step(t, 1, 1, "-O2")
 	})
+	t.Run("DamagedManifest", func(t *testing.T) {
+		// A manifest that is not JSON is no manifest: the normal path
+		// runs (an action-cache hit) and writes a good one again.
+		manifests, _ := filepath.Glob(filepath.Join(e.cache, "kiln", "cc", "toolchains", "direct", "*", "*.json"))
+		if len(manifests) == 0 {
+			t.Fatal("no manifests written")
+		}
+		for _, m := range manifests {
+			os.WriteFile(m, []byte("{not json"), 0o644)
+		}
+		step(t, 1, 0, "-O2")
+		step(t, 1, 1, "-O2")
+	})
 	t.Run("TimeMacroNeverDirect", func(t *testing.T) {
 		src := filepath.Join(dir, "src", "t.c")
 		os.WriteFile(src, []byte("const char *when = __TIME__;\n"), 0o644)

@@ -57,6 +57,9 @@ func TestApplyFileTypes(t *testing.T) {
 		{"force_remote: \"true\"\n", "not a boolean"},
 		{"force_remote: yes\n", "not a boolean"},
 		{"connect_timeout: soon\n", "connect_timeout"},
+		{"daemon: maybe\n", "not a boolean"},
+		{"daemon_idle: -1s\n", "must be positive"},
+		{"daemon_idle: forever\n", "daemon_idle"},
 	} {
 		vals, err := parseFlat([]byte(tc.in))
 		if err != nil {
