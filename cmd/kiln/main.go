@@ -8,6 +8,11 @@
 // remote compiles to the user's kiln cc daemon (a kiln-core started on
 // first use, see wrapper/ccd), the rest by exec. It is also the init of
 // kiln-core's sandboxed actions, for the same reason: it starts fast.
+//
+// Before any of this, before the Go runtime even starts, the C fast path
+// (wrapper/fastpath) takes the calls it can decide from the command line's
+// shape alone (queries, -E, links, configure probes): a configure script's
+// calls cost little more than the compiler's own start-up.
 package main
 
 import (
@@ -27,6 +32,7 @@ import (
 	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"
 	"github.com/kiln-build/kiln/wrapper/decide"
+	_ "github.com/kiln-build/kiln/wrapper/fastpath" // its C constructor runs first
 	"github.com/kiln-build/kiln/wrapper/stats"
 )
 

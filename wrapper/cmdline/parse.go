@@ -251,6 +251,10 @@ type parser struct {
 	// argument order.
 	first    Decision
 	hasFirst bool
+	// query is the first option that asks the compiler something; it
+	// wins over every other reason.
+	query    Decision
+	hasQuery bool
 
 	lang     Language // -x in effect; "" for none
 	c, s, e  bool     // -c, -S, -E seen
@@ -386,6 +390,9 @@ func (p *parser) apply(o *option, a arg) {
 	}
 	if o.local != ReasonNone {
 		p.localIf(o.local, reasonText(o.local, tok))
+		if o.local == ReasonQuery && !p.hasQuery {
+			p.query, p.hasQuery = local(o.local, reasonText(o.local, tok)), true
+		}
 	}
 	switch o.name {
 	case "-c":
@@ -580,15 +587,19 @@ func replaceExt(name, ext string, leadingDot bool) string {
 }
 
 // decide returns the decision; the first applicable reason wins, in this
-// order: compiler, mode (query, preprocess, link), options in argument
-// order, then inputs and outputs, precompiled headers, conftests.
+// order: compiler, query (any option asking the compiler something), mode
+// (preprocess, link), conftests, options in argument order, then inputs
+// and outputs, precompiled headers. The reasons up to conftests depend
+// only on the command line's shape (which tokens are options, their
+// arguments, inputs): the kiln command's C fast path (wrapper/fastpath)
+// decides exactly those before the Go runtime starts, and must agree.
 func (p *parser) decide(exists func(string) bool) Decision {
 	inv := p.inv
 	if inv.Kind == KindUnknown {
 		return local(ReasonUnknownCompiler, "unknown compiler "+filepath.Base(inv.Compiler))
 	}
-	if p.hasFirst && p.first.Reason == ReasonQuery {
-		return p.first
+	if p.hasQuery {
+		return p.query
 	}
 	switch inv.Mode {
 	case ModePreprocess:
@@ -598,6 +609,9 @@ func (p *parser) decide(exists func(string) bool) Decision {
 		return local(ReasonPreprocessOnly, "-M/-MM only preprocesses")
 	case ModeLink:
 		return local(ReasonLink, "no -c or -S: the command links")
+	}
+	if why := conftest(inv.Source, inv.Output); why != "" {
+		return local(ReasonConftest, why)
 	}
 	if p.hasFirst {
 		return p.first
@@ -636,9 +650,6 @@ func (p *parser) decide(exists func(string) bool) Decision {
 	}
 	if inv.Output == "" {
 		return local(ReasonNoSource, "no output file") // unreachable: a single source always has one
-	}
-	if why := conftest(inv.Source, inv.Output); why != "" {
-		return local(ReasonConftest, why)
 	}
 	for _, h := range p.includes {
 		if gch := p.findPCH(h, exists); gch != "" {

@@ -188,6 +188,10 @@ func TestParseLocal(t *testing.T) {
 		{"AutoconfConftestOutput", "gcc -c probe.c -o conftest.o", cmdline.ReasonConftest, ""},
 		{"AutoconfConftest2", "gcc -c conftest.c -o conftest2.o", cmdline.ReasonConftest, ""},
 		{"AutoconfConftestLink", "gcc -o conftest -g -O2 conftest.c", cmdline.ReasonLink, ""},
+		// Probes win over option reasons: the C fast path decides them
+		// without the option table's families.
+		{"AutoconfConftestNative", "gcc -c -march=native conftest.c", cmdline.ReasonConftest, ""},
+		{"AutoconfConftestUnknownFlag", "gcc -c -frobnicate-harder=1 -Zfoo conftest.c", cmdline.ReasonConftest, ""},
 		{"CMakeTryCompileScratch", "/usr/bin/cc -o CMakeFiles/cmTC_8f7e2.dir/CheckSymbolExists.c.o -c /build/CMakeFiles/CMakeScratch/TryCompile-AbCdEf/CheckSymbolExists.c", cmdline.ReasonConftest, "CMake try_compile CMakeFiles/cmTC_8f7e2.dir/CheckSymbolExists.c.o"},
 		{"CMakeTryCompileTmp", "/usr/bin/c++ -std=c++17 -o src.cxx.o -c /b/CMakeFiles/CMakeTmp/src.cxx", cmdline.ReasonConftest, "CMake try_compile /b/CMakeFiles/CMakeTmp/src.cxx"},
 		{"CMakeCompilerABI", "/usr/bin/cc -v -o CMakeFiles/cmTC_1.dir/CMakeCCompilerABI.c.o -c /usr/share/cmake-3.25/Modules/CMakeCCompilerABI.c", cmdline.ReasonQuery, ""},
@@ -234,6 +238,7 @@ func TestParseLocal(t *testing.T) {
 		{"Modules", "g++ -std=c++20 -fmodules-ts -c x.cc", cmdline.ReasonModules, ""},
 		// Queries.
 		{"Version", "gcc --version", cmdline.ReasonQuery, "--version queries the compiler"},
+		{"VersionAfterUnknown", "gcc -Zfoo --version", cmdline.ReasonQuery, "--version queries the compiler"},
 		{"Verbose", "gcc -v -c x.c", cmdline.ReasonQuery, ""},
 		{"PrintFileName", "gcc -print-file-name=libc.so", cmdline.ReasonQuery, ""},
 		{"DumpMachine", "gcc -dumpmachine", cmdline.ReasonQuery, ""},

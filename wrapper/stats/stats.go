@@ -4,11 +4,17 @@
 // stats.json, adds its delta and replaces the file (temp + rename), all
 // in well under a millisecond.
 //
+// The kiln command's C fast path (wrapper/fastpath) does not link this
+// package: it appends one line per local compile to stats.journal under a
+// shared flock, and every update here folds the journal in under an
+// exclusive one.
+//
 // The same lock guards the warning marker (WarnOnce), which keeps a broken
 // server from printing one warning per compile.
 package stats
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -127,17 +134,21 @@ func (st *Store) open() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
+	if err := flock(f, syscall.LOCK_EX); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// flock takes lock (LOCK_EX, LOCK_SH) on f, waiting for it.
+func flock(f *os.File, lock int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), lock)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }
 
 // read decodes the first JSON value of f; absent, empty or corrupt counts
@@ -165,32 +176,93 @@ func write(f *os.File, s Stats) error {
 	return f.Truncate(int64(len(data)))
 }
 
-// Record adds delta to the stored counters.
-func (st *Store) Record(delta Stats) error {
-	f, err := st.open()
-	if err != nil {
-		return fmt.Errorf("stats %s: %w", st.dir, err)
-	}
-	defer f.Close()
-	s := read(f)
-	s.Add(delta)
-	if err := write(f, s); err != nil {
-		return fmt.Errorf("stats %s: %w", st.dir, err)
-	}
-	return nil
-}
+// JournalName is the file in the store's directory where the kiln
+// command's C fast path appends "REASON NANOS\n" for each local compile it
+// ran (a request, a local compile for REASON, NANOS in the wrapper).
+const JournalName = "stats.journal"
 
-// Read returns the stored counters.
-func (st *Store) Read() (Stats, error) {
+// update adds delta and the journal's records to the stored counters and
+// empties the journal, all under the counters' lock, and returns the
+// result. The counters are written before the journal is emptied: a crash
+// between the two counts some local compiles twice rather than never.
+// A nil delta only folds the journal in.
+func (st *Store) update(delta *Stats) (Stats, error) {
 	f, err := st.open()
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
 	}
 	defer f.Close()
-	return read(f), nil
+	s := read(f)
+	if delta != nil {
+		s.Add(*delta)
+	}
+	j, err := os.OpenFile(filepath.Join(st.dir, JournalName), os.O_RDWR, 0)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
+	}
+	var journal []byte
+	if j != nil {
+		defer j.Close()
+		if err := flock(j, syscall.LOCK_EX); err != nil {
+			return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
+		}
+		if journal, err = io.ReadAll(j); err != nil {
+			return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
+		}
+		s.Add(ParseJournal(journal))
+	}
+	if len(journal) > 0 || delta != nil {
+		if err := write(f, s); err != nil {
+			return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
+		}
+	}
+	if len(journal) > 0 {
+		if err := j.Truncate(0); err != nil {
+			return Stats{}, fmt.Errorf("stats %s: %w", st.dir, err)
+		}
+	}
+	return s, nil
 }
 
-// Zero resets the counters.
+// ParseJournal returns the counters the journal's lines add up to. Lines
+// that are not "REASON NANOS" (REASON lower-case letters and underscores,
+// NANOS a decimal from 0 to an hour), and a last line without its newline, are
+// ignored: a damaged journal must not break builds.
+func ParseJournal(data []byte) Stats {
+	var s Stats
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			return s
+		}
+		line := data[:i]
+		data = data[i+1:]
+		reason, nanos, ok := bytes.Cut(line, []byte{' '})
+		if !ok || len(reason) == 0 || len(reason) > 64 || len(bytes.Trim(reason, "abcdefghijklmnopqrstuvwxyz_")) > 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(string(nanos), 10, 64)
+		if err != nil || n < 0 || n > int64(time.Hour) || nanos[0] < '0' || nanos[0] > '9' {
+			continue
+		}
+		s.Requests++
+		Inc(&s.LocalCompiles, string(reason))
+		s.WrapperNanos += n
+	}
+}
+
+// Record adds delta to the stored counters.
+func (st *Store) Record(delta Stats) error {
+	_, err := st.update(&delta)
+	return err
+}
+
+// Read returns the stored counters.
+func (st *Store) Read() (Stats, error) {
+	return st.update(nil)
+}
+
+// Zero resets the counters and empties the journal.
 func (st *Store) Zero() error {
 	f, err := st.open()
 	if err != nil {
@@ -198,6 +270,9 @@ func (st *Store) Zero() error {
 	}
 	defer f.Close()
 	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("stats %s: %w", st.dir, err)
+	}
+	if err := os.Truncate(filepath.Join(st.dir, JournalName), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("stats %s: %w", st.dir, err)
 	}
 	return nil
