@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -23,42 +22,26 @@ import (
 // symlinks) as an input root and returns its digest.
 func (e *env) putTree(dir string) digest.Digest {
 	e.t.Helper()
-	entries, err := os.ReadDir(dir)
+	r, err := runnertest.ReadInputRoot(digest.SHA256, dir)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	d := &repb.Directory{}
-	for _, ent := range entries {
-		p := filepath.Join(dir, ent.Name())
-		switch {
-		case ent.Type()&os.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			d.Symlinks = append(d.Symlinks, &repb.SymlinkNode{Name: ent.Name(), Target: target})
-		case ent.IsDir():
-			d.Directories = append(d.Directories, &repb.DirectoryNode{Name: ent.Name(), Digest: e.putTree(p).Proto()})
-		default:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			fi, err := ent.Info()
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			d.Files = append(d.Files, &repb.FileNode{Name: ent.Name(), Digest: e.put(data).Proto(), IsExecutable: fi.Mode()&0o111 != 0})
-		}
+	for _, data := range r.Blobs {
+		e.put(data)
 	}
-	return e.putProto(d)
+	return r.Root
 }
 
 // sandboxed makes a worker run its actions in a Sandbox that hides
 // workDir, as kiln worker does.
-func sandboxed(t *testing.T, workDir string) func(*worker.Config) {
-	cfg := runner.SandboxConfig{UID: os.Geteuid(), GID: os.Getegid(), HidePaths: []string{workDir}}
+func sandboxed(t testing.TB, workDir string) func(*worker.Config) {
+	return sandboxedWith(t, workDir, "")
+}
+
+// sandboxedWith is sandboxed with init as the sandbox's init binary (""
+// for this test binary).
+func sandboxedWith(t testing.TB, workDir, init string) func(*worker.Config) {
+	cfg := runner.SandboxConfig{UID: os.Geteuid(), GID: os.Getegid(), HidePaths: []string{workDir}, Init: init}
 	if cfg.UID == 0 {
 		cfg.UID, cfg.GID = runner.DefaultSandboxID, runner.DefaultSandboxID
 	}

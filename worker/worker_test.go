@@ -117,7 +117,7 @@ func (f *fakeServer) Connect(stream workerpb.Workers_ConnectServer) error {
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	store   *countingStore
 	fake    *fakeServer
 	conn    *grpc.ClientConn
@@ -128,7 +128,7 @@ type env struct {
 	pending map[string][]*workerpb.LeaseUpdate
 }
 
-func newEnv(t *testing.T, fake *fakeServer) *env {
+func newEnv(t testing.TB, fake *fakeServer) *env {
 	t.Helper()
 	if fake == nil {
 		fake = &fakeServer{}

@@ -1,6 +1,6 @@
 // Package runnertest builds input roots from the host's files for tests
 // of sandboxes: a userland for hermetic mode, a gcc toolchain tree as a
-// client would capture it.
+// client would capture it, and their REAPI form (ReadInputRoot).
 package runnertest
 
 import (
@@ -12,6 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kiln-build/kiln/cas/digest"
 )
 
 // AddToTree puts host paths into root at the same absolute paths, the way
@@ -206,8 +211,89 @@ func GCCTree(root string, withAs bool) error {
 	return os.Symlink(filepath.Join("..", real), filepath.Join(root, "tools", "as"))
 }
 
+// CompilerTree lays out in root the toolchain kiln cc sends with a
+// compile of preprocessed source: the host's gcc driver at /usr/bin/gcc,
+// cc1 and the assembler at /usr/bin/as (a command with PATH=/usr/bin
+// finds it), with their shared libraries and the ELF loader, and none of
+// gcc's headers. Plus extra host paths, added the same way.
+func CompilerTree(root string, extra ...string) error {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		return ErrNoToolchain
+	}
+	if _, err := exec.LookPath("as"); err != nil {
+		return ErrNoToolchain
+	}
+	out, err := exec.Command(gcc, "-print-prog-name=cc1").Output()
+	if err != nil {
+		return err
+	}
+	return AddToTree(root, append([]string{"/usr/bin/gcc", strings.TrimSpace(string(out)), "/usr/bin/as"}, extra...)...)
+}
+
 // CompileSource is a C file for GCCTree's toolchain: it uses a header from
 // gcc's own include directory and nothing of libc.
 const CompileSource = `#include <stddef.h>
 int answer(void) { return (int)sizeof(size_t) * 6 - 6; }
 `
+
+// InputRoot is a directory on disk as a REAPI input tree.
+type InputRoot struct {
+	// Root is the digest of the root Directory.
+	Root digest.Digest
+	// Blobs are the serialized Directories and the files' contents.
+	Blobs map[digest.Digest][]byte
+}
+
+// ReadInputRoot reads the tree below dir (files, executables, symlinks,
+// directories) as an input root hashed with fn.
+func ReadInputRoot(fn digest.Function, dir string) (*InputRoot, error) {
+	r := &InputRoot{Blobs: map[digest.Digest][]byte{}}
+	var err error
+	r.Root, err = r.add(fn, dir)
+	return r, err
+}
+
+func (r *InputRoot) add(fn digest.Function, dir string) (digest.Digest, error) {
+	entries, err := os.ReadDir(dir) // sorted by name, as REAPI wants
+	if err != nil {
+		return digest.Digest{}, err
+	}
+	d := &repb.Directory{}
+	for _, ent := range entries {
+		p := filepath.Join(dir, ent.Name())
+		switch {
+		case ent.Type()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return digest.Digest{}, err
+			}
+			d.Symlinks = append(d.Symlinks, &repb.SymlinkNode{Name: ent.Name(), Target: target})
+		case ent.IsDir():
+			sub, err := r.add(fn, p)
+			if err != nil {
+				return digest.Digest{}, err
+			}
+			d.Directories = append(d.Directories, &repb.DirectoryNode{Name: ent.Name(), Digest: sub.Proto()})
+		default:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return digest.Digest{}, err
+			}
+			fi, err := ent.Info()
+			if err != nil {
+				return digest.Digest{}, err
+			}
+			fd := digest.FromBytes(fn, data)
+			r.Blobs[fd] = data
+			d.Files = append(d.Files, &repb.FileNode{Name: ent.Name(), Digest: fd.Proto(), IsExecutable: fi.Mode()&0o111 != 0})
+		}
+	}
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(d)
+	if err != nil {
+		return digest.Digest{}, err
+	}
+	dd := digest.FromBytes(fn, data)
+	r.Blobs[dd] = data
+	return dd, nil
+}
