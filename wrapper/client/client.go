@@ -79,6 +79,9 @@ type Wrapper struct {
 	// Dial returns a connection to the server and the function that
 	// releases it; nil dials one per compile.
 	Dial func(addr string) (*grpc.ClientConn, func(), error)
+	// Hashes remembers the files direct mode hashed, across the compiles
+	// of a daemon; nil hashes every file each time.
+	Hashes *FileHashes
 
 	delta    stats.Stats
 	start    time.Time

@@ -6,14 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
@@ -100,10 +97,6 @@ func (w *Wrapper) directKey(tree *toolchain.Tree, inv *cmdline.Invocation, cwd s
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func hasTimeMacro(data []byte) bool {
-	return bytes.Contains(data, []byte("__DATE__")) || bytes.Contains(data, []byte("__TIME__")) || bytes.Contains(data, []byte("__TIMESTAMP__"))
-}
-
 func (w *Wrapper) manifestPath(key string) string {
 	return filepath.Join(w.CacheDir, "direct", key[:2], key[2:]+".json")
 }
@@ -145,12 +138,11 @@ func (w *Wrapper) unchanged(files []directFile, hashes map[string]string) bool {
 		}
 		h, ok := hashes[p]
 		if !ok {
-			data, err := os.ReadFile(p)
+			df, _, err := w.Hashes.hashFile(p, w.Now())
 			if err != nil {
 				return false
 			}
-			sum := sha256.Sum256(data)
-			h = hex.EncodeToString(sum[:])
+			h = df.Hash
 			hashes[p] = h
 		}
 		if h != f.Hash {
@@ -201,9 +193,10 @@ func (w *Wrapper) directRecord(key string, act *action) {
 	if act.inv.DepFile != "" && act.depData == nil {
 		return
 	}
+	now := w.Now()
 	for _, p := range act.includes {
-		f, data, err := statAndRead(w.path(p))
-		if err != nil || hasTimeMacro(data) {
+		f, timeMacro, err := w.Hashes.hashFile(w.path(p), now)
+		if err != nil || timeMacro {
 			return
 		}
 		f.Path = p
@@ -230,35 +223,6 @@ func (w *Wrapper) directRecord(key string, act *action) {
 	if err := writeAtomic(path, data, false, 0o022); err != nil {
 		w.logf("direct mode: %v", err)
 	}
-}
-
-// statAndRead hashes the file at p, with the stat taken before reading
-// (a change during the read then shows as a mismatch later).
-func statAndRead(p string) (directFile, []byte, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(p, &st); err != nil {
-		return directFile{}, nil, err
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return directFile{}, nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return directFile{}, nil, err
-	}
-	if int64(len(data)) != st.Size {
-		return directFile{}, nil, errors.New("file changed while read")
-	}
-	// A file modified within the last moment could change again within
-	// the same timestamp: record no timestamps, so it is hashed each time.
-	mtime, ctime := st.Mtim.Nano(), st.Ctim.Nano()
-	if time.Since(time.Unix(0, mtime)) < 2*time.Second || time.Since(time.Unix(0, ctime)) < 2*time.Second {
-		mtime, ctime = -1, -1
-	}
-	sum := sha256.Sum256(data)
-	return directFile{Size: st.Size, Mtime: mtime, Ctime: ctime, Hash: hex.EncodeToString(sum[:])}, data, nil
 }
 
 // includedFiles returns the files a preprocessed file came from, from its

@@ -47,6 +47,9 @@ type Daemon struct {
 	// Log receives one line per problem.
 	Log *slog.Logger
 
+	// hashes serves every compile's direct mode.
+	hashes client.FileHashes
+
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 	last  time.Time // the last request's end
@@ -192,6 +195,7 @@ func (d *Daemon) serve(ctx context.Context, c *net.UnixConn) *ccd.Response {
 		Umask:      &umask,
 		DeferLocal: true,
 		Dial:       d.dial,
+		Hashes:     &d.hashes,
 	}
 	exit := w.Run(ctx, req.Compiler, req.Args)
 	return &ccd.Response{Exit: exit, Stdout: []byte(stdout.String()), Stderr: []byte(stderr.String()), Local: w.Deferred()}
