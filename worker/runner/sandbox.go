@@ -525,6 +525,11 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 	if rep.Code != sandboxinit.CodeOK {
 		return Result{}, status.Error(codes.Code(rep.Code), rep.Message)
 	}
+	if rep.Mounts != len(spec.Mounts) {
+		// The command ran without its mounts, which an init from an
+		// older build ignores: its result cannot be trusted.
+		return Result{}, status.Errorf(codes.Internal, "sandbox: the init %s made %d of %d mounts; is it from an older build than the worker?", s.exe, rep.Mounts, len(spec.Mounts))
+	}
 	res.ExitCode, res.Signal = rep.ExitCode, rep.Signal
 	res.UserTime, res.SystemTime, res.MaxRSSBytes = rep.UserTime, rep.SystemTime, rep.MaxRSSBytes
 	return res, ctxErr

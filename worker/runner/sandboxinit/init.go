@@ -151,6 +151,9 @@ type Report struct {
 	// Code and Message, when Code is not OK, say why nothing ran.
 	Code    uint32 `json:",omitempty"`
 	Message string `json:",omitempty"`
+	// Mounts is how many of Spec.Mounts the init made: all of them, or
+	// the runner knows that an init too old to know them ran.
+	Mounts int `json:",omitempty"`
 	// The command's exit, as in Result.
 	ExitCode    int
 	Signal      string `json:",omitempty"`
@@ -216,6 +219,7 @@ func runSpec(spec *Spec, rep *Report) error {
 	if err := setupSandbox(spec); err != nil {
 		return errorf(CodeInternal, "sandbox init (%s mode): %v", modeName(spec.Hermetic), err)
 	}
+	rep.Mounts = len(spec.Mounts)
 	if err := restrict(spec); err != nil {
 		return errorf(CodeInternal, "sandbox init: %v", err)
 	}
