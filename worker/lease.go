@@ -237,10 +237,12 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := w.materialize(ctx, cl, tree, root); err != nil {
+	cmd := p.command
+	in, err := w.materialize(ctx, cl, tree, root, writesOf(cmd))
+	if err != nil {
 		return nil, nil, err
 	}
-	cmd := p.command
+	defer w.release(in)
 	wd := cmd.GetWorkingDirectory()
 	wdHost, err := mkdirInRoot(root, wd)
 	if err != nil {
@@ -276,6 +278,7 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 		StderrPath: dir.stderr,
 		Timeout:    timeout,
 		Platform:   platform.GetProperties(),
+		Mounts:     in.mounts,
 	}
 	w.janitor.commandStarting()
 	res, err := w.cfg.Runner.Run(ctx, req)

@@ -5,13 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/kiln-build/kiln/worker/runner"
+	"github.com/kiln-build/kiln/worker/runner/runnertest"
 )
 
 // mountSource makes a directory to mount: a file, an executable script
@@ -49,30 +49,14 @@ func mountSource(t *testing.T) (string, string) {
 	return src, listing(t, src)
 }
 
-// listing describes every entry below dir: path, mode, size, content.
+// listing is runnertest.Listing, failing the test on errors.
 func listing(t *testing.T, dir string) string {
 	t.Helper()
-	var b strings.Builder
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		b.WriteString(p + " " + fi.Mode().String() + " " + strconv.FormatInt(fi.Size(), 10))
-		if fi.Mode().IsRegular() {
-			data, _ := os.ReadFile(p)
-			b.Write(data)
-		}
-		b.WriteString("\n")
-		return nil
-	})
+	l, err := runnertest.Listing(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b.String()
+	return l
 }
 
 func inode(t *testing.T, p string) uint64 {
