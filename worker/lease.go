@@ -237,12 +237,10 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := p.command
-	in, err := w.materialize(ctx, cl, tree, root, writesOf(cmd))
-	if err != nil {
+	if err := w.materialize(ctx, cl, tree, root); err != nil {
 		return nil, nil, err
 	}
-	defer w.release(in)
+	cmd := p.command
 	wd := cmd.GetWorkingDirectory()
 	wdHost, err := mkdirInRoot(root, wd)
 	if err != nil {
@@ -278,7 +276,6 @@ func (w *worker) run(ctx context.Context, p *assignment, instance string, dir bu
 		StderrPath: dir.stderr,
 		Timeout:    timeout,
 		Platform:   platform.GetProperties(),
-		Mounts:     in.mounts,
 	}
 	w.janitor.commandStarting()
 	res, err := w.cfg.Runner.Run(ctx, req)

@@ -72,20 +72,7 @@ func processCPU() time.Duration {
 // materialize the tree in it (materialize-ms/op), give its directories to
 // the sandbox user as the Sandbox runner does (chown-ms/op), and remove it
 // (remove-ms/op). cpu-ms/op is the process's CPU time for all three.
-// Link links every entry, as with the host runner; DirCache mounts usr/
-// from the directory cache, built before timing starts (the mount itself
-// is the init's, see runner's BenchmarkRun).
 func BenchmarkMaterialize(b *testing.B) {
-	for _, dirCache := range []bool{false, true} {
-		name := "Link"
-		if dirCache {
-			name = "DirCache"
-		}
-		b.Run(name, func(b *testing.B) { benchmarkMaterialize(b, dirCache) })
-	}
-}
-
-func benchmarkMaterialize(b *testing.B, withDirCache bool) {
 	work := b.TempDir()
 	log := slog.New(slog.DiscardHandler)
 	cache, err := newFileCache(filepath.Join(work, "cache"), 1<<30, 0, log)
@@ -94,29 +81,19 @@ func benchmarkMaterialize(b *testing.B, withDirCache bool) {
 	}
 	t := benchTree(b, cache)
 	w := &worker{cache: cache, log: log}
-	if withDirCache {
-		w.dirCache, err = newDirCache(filepath.Join(work, "dircache"), 1<<30, 16, log, func(p string) { removeTree(p) })
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
 	cl := casclient.New(nil, "", digest.SHA256, 4<<20) // every file is cached: no RPC
-	wr := writes{wd: "kiln-work", outputs: []string{"kiln-work/kiln-out/0/answer.o"}}
 	var mat, chown, remove time.Duration
-	n, timed := 0, false
-	once := func() {
+	cpu := processCPU()
+	n := 0
+	for b.Loop() {
 		n++
 		start := time.Now()
 		d, err := makeBuildDir(filepath.Join(work, fmt.Sprint("b", n)))
 		if err != nil {
 			b.Fatal(err)
 		}
-		in, err := w.materialize(context.Background(), cl, t, d.root, wr)
-		if err != nil {
+		if err := w.materialize(context.Background(), cl, t, d.root); err != nil {
 			b.Fatal(err)
-		}
-		if withDirCache && timed && len(in.mounts) != 1 {
-			b.Fatalf("mounts %v, want usr/ from the directory cache", in.mounts)
 		}
 		t1 := time.Now()
 		if err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
@@ -128,20 +105,12 @@ func benchmarkMaterialize(b *testing.B, withDirCache bool) {
 			b.Fatal(err)
 		}
 		t2 := time.Now()
-		w.release(in)
 		if err := removeTree(d.dir); err != nil {
 			b.Fatal(err)
 		}
 		mat += t1.Sub(start)
 		chown += t2.Sub(t1)
 		remove += time.Since(t2)
-	}
-	once() // the directory cache sees usr/
-	once() // and caches it
-	mat, chown, remove, n, timed = 0, 0, 0, 0, true
-	cpu := processCPU()
-	for b.Loop() {
-		once()
 	}
 	ms := float64(time.Millisecond) * float64(n)
 	b.ReportMetric(float64(processCPU()-cpu)/ms, "cpu-ms/op")

@@ -10,8 +10,6 @@ import (
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
-	"github.com/kiln-build/kiln/cas/digest"
-	"github.com/kiln-build/kiln/worker"
 	"github.com/kiln-build/kiln/worker/runner/runnertest"
 )
 
@@ -67,29 +65,22 @@ func cpuTime() time.Duration {
 	return total
 }
 
-// BenchmarkToolchainAction runs kiln cc's kind of action through two
-// sandboxed workers, hermetic mode, with their file caches warm (as in a
-// cold build after its first compile): one links every input (linked-),
-// the other mounts usr/ from its directory cache (dircache-). The two
-// take turns, action by action, so that load from elsewhere on the
-// machine hits both alike. Per action and worker: the wall time from
-// assignment to response (-ms/op), the CPU time of the whole process and
-// its children (cpu-ms/op: worker, in-process CAS and fake server,
-// sandbox init, command, and the removal of the build directory, which
-// a pause after each action lets the janitor finish), and from the
+// BenchmarkToolchainAction runs kiln cc's kind of action through a
+// sandboxed worker, hermetic mode, with the file cache warm (as in a cold
+// build after its first compile): per action, the wall time from
+// assignment to response (ms/op), the CPU time of the whole process and
+// its children (cpu-ms/op: worker, in-process CAS and fake server, sandbox
+// inits, commands; removing build directories included), and from the
 // result's metadata the time to fetch and materialize the inputs
 // (input-ms/op) and to run the sandbox and command (exec-ms/op).
 //
 //	Compile     gcc -c of a preprocessed file in kiln cc's tree
 //	True        /bin/true in the same tree: all but the compiler's work
-//	TrueMinimal /bin/true with only itself, libc and the loader (no mount)
+//	TrueMinimal /bin/true with only itself, libc and the loader
 //
-// Compile minus True is the compiler. True minus TrueMinimal is more than
-// what the toolchain's inputs cost: the sandbox starts its init with
-// CLONE_NEWUSER, for which Go forks without vfork, copying the page
-// tables of this process, whose in-memory CAS holds the toolchain (about
-// 10 ms more per action with 300 MB of heap). KILN_BINARY=path uses that
-// kiln binary as the sandbox's init, as kiln worker does.
+// True minus TrueMinimal is what the toolchain's inputs cost;
+// Compile minus True is the compiler. KILN_BINARY=path uses that kiln
+// binary as the sandbox's init, as kiln worker does.
 func BenchmarkToolchainAction(b *testing.B) {
 	cases := []struct {
 		name string
@@ -107,9 +98,12 @@ func BenchmarkToolchainAction(b *testing.B) {
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
-			dir := b.TempDir()
-			bc.tree(b, dir)
-			files, dirs, links := countTree(b, dir)
+			tree := b.TempDir()
+			bc.tree(b, tree)
+			files, dirs, links := countTree(b, tree)
+			e := newEnv(b, nil)
+			root := e.putTree(tree)
+			e.startWorker(1, sandboxedWith(b, e.workDir, os.Getenv("KILN_BINARY")))
 			cmd := &repb.Command{
 				Arguments:            bc.args,
 				EnvironmentVariables: []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin"}},
@@ -117,76 +111,31 @@ func BenchmarkToolchainAction(b *testing.B) {
 				WorkingDirectory:     "kiln-work",
 				Platform:             &repb.Platform{Properties: []*repb.Platform_Property{{Name: "sandbox", Value: "hermetic"}}},
 			}
-			sides := []*benchSide{newBenchSide(b, "linked", dir, cmd, -1), newBenchSide(b, "dircache", dir, cmd, 0)}
-			for _, s := range sides {
-				s.run(b) // fills the file cache
-				s.run(b) // and the directory cache
-				s.reset()
+			run := func() *repb.ExecutedActionMetadata {
+				resp := e.execute(cmd, root, time.Minute)
+				if resp.GetStatus().GetCode() != 0 || resp.GetResult().GetExitCode() != 0 {
+					b.Fatalf("status %v, exit %d, stderr %q", resp.GetStatus(), resp.GetResult().GetExitCode(), e.read(resp.GetResult().GetStderrDigest()))
+				}
+				return resp.GetResult().GetExecutionMetadata()
 			}
-			for i := 0; b.Loop(); i++ {
-				// In turns, each first every other time: whichever runs
-				// second may find the machine warmer or busier.
-				sides[i%2].run(b)
-				sides[1-i%2].run(b)
+			run() // fills the file cache
+			var input, execution time.Duration
+			cpu := cpuTime()
+			b.ResetTimer()
+			for b.Loop() {
+				md := run()
+				input += md.GetInputFetchCompletedTimestamp().AsTime().Sub(md.GetInputFetchStartTimestamp().AsTime())
+				execution += md.GetExecutionCompletedTimestamp().AsTime().Sub(md.GetExecutionStartTimestamp().AsTime())
 			}
-			for _, s := range sides {
-				s.report(b)
-			}
+			b.StopTimer()
+			n := float64(b.N)
+			ms := float64(time.Millisecond)
+			b.ReportMetric(float64(cpuTime()-cpu)/ms/n, "cpu-ms/op")
+			b.ReportMetric(float64(input)/ms/n, "input-ms/op")
+			b.ReportMetric(float64(execution)/ms/n, "exec-ms/op")
 			b.ReportMetric(float64(files), "files")
 			b.ReportMetric(float64(dirs), "dirs")
 			b.ReportMetric(float64(links), "symlinks")
 		})
 	}
-}
-
-// benchSide is one worker of BenchmarkToolchainAction and its figures.
-type benchSide struct {
-	name                        string
-	e                           *env
-	root                        digest.Digest
-	cmd                         *repb.Command
-	n                           int
-	wall, cpu, input, execution time.Duration
-}
-
-func newBenchSide(b *testing.B, name, dir string, cmd *repb.Command, dirCacheSize int64) *benchSide {
-	e := newEnv(b, nil)
-	s := &benchSide{name: name, e: e, root: e.putTree(dir), cmd: cmd}
-	sandbox := sandboxedWith(b, e.workDir, os.Getenv("KILN_BINARY"))
-	e.startWorker(1, func(c *worker.Config) {
-		sandbox(c)
-		c.DirCacheSize = dirCacheSize
-	})
-	return s
-}
-
-// settle is the pause after each action, in which the worker's janitor
-// removes the build directory (it waits up to 5 ms for the next command).
-const settle = 15 * time.Millisecond
-
-func (s *benchSide) run(b *testing.B) {
-	cpu := cpuTime()
-	start := time.Now()
-	resp := s.e.execute(s.cmd, s.root, time.Minute)
-	wall := time.Since(start)
-	time.Sleep(settle)
-	if resp.GetStatus().GetCode() != 0 || resp.GetResult().GetExitCode() != 0 {
-		b.Fatalf("%s: status %v, exit %d, stderr %q", s.name, resp.GetStatus(), resp.GetResult().GetExitCode(), s.e.read(resp.GetResult().GetStderrDigest()))
-	}
-	md := resp.GetResult().GetExecutionMetadata()
-	s.n++
-	s.wall += wall
-	s.cpu += cpuTime() - cpu
-	s.input += md.GetInputFetchCompletedTimestamp().AsTime().Sub(md.GetInputFetchStartTimestamp().AsTime())
-	s.execution += md.GetExecutionCompletedTimestamp().AsTime().Sub(md.GetExecutionStartTimestamp().AsTime())
-}
-
-func (s *benchSide) reset() { s.n, s.wall, s.cpu, s.input, s.execution = 0, 0, 0, 0, 0 }
-
-func (s *benchSide) report(b *testing.B) {
-	per := float64(time.Millisecond) * float64(s.n)
-	b.ReportMetric(float64(s.wall)/per, s.name+"-ms/op")
-	b.ReportMetric(float64(s.cpu)/per, s.name+"-cpu-ms/op")
-	b.ReportMetric(float64(s.input)/per, s.name+"-input-ms/op")
-	b.ReportMetric(float64(s.execution)/per, s.name+"-exec-ms/op")
 }

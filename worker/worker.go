@@ -3,10 +3,9 @@
 //
 // For each assignment the worker checks the Action and Command against
 // their digests, fetches and validates the input tree, materializes it in
-// a fresh build directory from a local file cache (hardlinks, not copies;
-// with a runner that mounts, large shared directories come read-only from
-// a directory cache instead), runs the command through a runner.Runner,
-// uploads the outputs and sends back an ExecuteResponse. Infrastructure failures (a missing input, a bad
+// a fresh build directory from a local file cache (hardlinks, not copies),
+// runs the command through a runner.Runner, uploads the outputs and sends
+// back an ExecuteResponse. Infrastructure failures (a missing input, a bad
 // tree, an unreachable CAS) go into the response's status; they never end
 // the session.
 //
@@ -17,8 +16,6 @@
 //	build/<n>-<lease>/stderr
 //	spare/<n>/                 build directories made ahead (see buildDirs)
 //	cache/                     the file cache (see fileCache)
-//	dircache/                  input directories that actions mount, with
-//	                           a runner that mounts (see dirCache)
 //
 // Goroutines: Run owns the session loop and the janitor (which removes
 // build directories and makes spare ones, and spare cache files); a session
@@ -77,16 +74,6 @@ type Config struct {
 	WorkDir string
 	// CacheSize bounds the file cache, in bytes.
 	CacheSize int64
-	// DirCacheSize bounds the directory cache, in bytes of the files of
-	// its directories: large input directories that many actions share
-	// (a toolchain), materialized once and mounted read-only into each
-	// action instead of linked file by file. Their files are hardlinks,
-	// mostly of the file cache's, so disk use is less than the sum of
-	// both sizes. Used only when Runner is a runner.Mounter that can
-	// mount (the sandbox, not the host runner). 0 means a quarter of
-	// CacheSize; a negative size turns the cache off (every input is
-	// linked), which costs an inode per input entry per action.
-	DirCacheSize int64
 	// DefaultTimeout applies to actions that set no timeout; 0 means none.
 	DefaultTimeout time.Duration
 	// MaxTimeout caps every action's timeout; 0 means no cap.
@@ -103,7 +90,6 @@ type worker struct {
 	log      *slog.Logger
 	client   workerpb.WorkersClient
 	cache    *fileCache
-	dirCache *dirCache     // nil: every input is linked
 	buildDir string        // canonical WorkDir/build
 	buildSeq atomic.Uint64 // numbers build directories
 	dirs     *buildDirs    // makes build directories, with spares under WorkDir/spare
@@ -196,8 +182,7 @@ func (w *worker) fillSpares(ctx context.Context) {
 }
 
 // prepare creates the work directory, removes stale build directories and
-// spares, opens the file cache, and makes the directory cache empty if the
-// runner mounts (else removes it).
+// spares, and opens the file cache.
 func (w *worker) prepare() error {
 	if err := os.MkdirAll(w.cfg.WorkDir, 0o755); err != nil {
 		return err
@@ -227,39 +212,8 @@ func (w *worker) prepare() error {
 	}
 	w.dirs = newBuildDirs(w.buildDir, spare, min(2*w.cfg.Slots, maxSpareBuildDirs), w.log)
 	w.cache, err = newFileCache(filepath.Join(work, "cache"), w.cfg.CacheSize, min(spareFilesPerSlot*w.cfg.Slots, maxSpareFiles), w.log)
-	if err != nil {
-		return err
-	}
-	dirCache := filepath.Join(work, "dircache")
-	m, ok := w.cfg.Runner.(runner.Mounter)
-	if !ok || !m.CanMount() || w.cfg.DirCacheSize < 0 {
-		// Nothing would mount it: free the disk an earlier run used.
-		if err := removeTree(dirCache); err != nil {
-			return fmt.Errorf("remove the old directory cache: %w", err)
-		}
-		return nil
-	}
-	size := w.cfg.DirCacheSize
-	if size == 0 {
-		size = w.cfg.CacheSize / 4
-	}
-	discard := func(p string) {
-		w.janitor.later(func(context.Context) {
-			if err := removeTree(p); err != nil {
-				w.log.Warn("directory cache: could not remove a directory", "dir", p, "err", err)
-			}
-		})
-	}
-	w.dirCache, err = newDirCache(dirCache, size, maxDirCacheEntries, w.log, discard)
-	if err == nil {
-		w.log.Info("directory cache ready", "dir", dirCache, "max_bytes", size, "max_dirs", maxDirCacheEntries)
-	}
 	return err
 }
-
-// maxDirCacheEntries bounds the directories in the directory cache: each
-// costs a removal of its whole tree when it is evicted.
-const maxDirCacheEntries = 256
 
 // session is one Connect stream.
 type session struct {

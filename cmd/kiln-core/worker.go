@@ -25,8 +25,6 @@ func newWorkerCmd() *cobra.Command {
 		platform       []string
 		workDir        string
 		cacheSize      = int64(10 << 30)
-		dirCacheSize   int64
-		noDirCache     bool
 		name           string
 		defaultTimeout = 10 * time.Minute
 		maxTimeout     = time.Hour
@@ -42,10 +40,7 @@ The worker dials out to the server (no inbound port is needed, so a machine
 behind NAT can join), announces its platform properties and slot count, and
 runs the actions it is assigned in build directories under --work-dir. Input
 files come from a local cache there (--cache-size), hardlinked into each
-build directory, so a file is downloaded once per machine. With the sandbox,
-a large input directory that actions share (a compiler toolchain) is made
-once, from the second action that uses it on, in a directory cache there
-(--dir-cache-size) and mounted read-only into each action instead.
+build directory, so a file is downloaded once per machine.
 
 Platform properties: OSFamily (from the OS), ISA (x86-64, aarch64, ...) and
 sandbox=host are always announced; with the sandbox also sandbox=hermetic,
@@ -87,9 +82,6 @@ user (sandbox=host is still announced).`,
 			if cacheSize <= 0 {
 				return fmt.Errorf("--cache-size must be more than 0")
 			}
-			if noDirCache {
-				dirCacheSize = -1 // worker.Config: off
-			}
 			if defaultTimeout < 0 || maxTimeout < 0 {
 				return fmt.Errorf("timeouts must not be negative")
 			}
@@ -130,7 +122,6 @@ user (sandbox=host is still announced).`,
 				Properties:     props,
 				WorkDir:        workDir,
 				CacheSize:      cacheSize,
-				DirCacheSize:   dirCacheSize,
 				DefaultTimeout: defaultTimeout,
 				MaxTimeout:     maxTimeout,
 				Runner:         run,
@@ -144,8 +135,6 @@ user (sandbox=host is still announced).`,
 	f.StringArrayVar(&platform, "platform", nil, "platform property KEY=VALUE to announce (repeatable)")
 	f.StringVar(&workDir, "work-dir", "", "directory for build directories and the file cache (default: the user cache directory + /kiln-worker)")
 	f.Var(sizeFlag{&cacheSize}, "cache-size", "size of the local file cache, e.g. 10GiB")
-	f.Var(sizeFlag{&dirCacheSize}, "dir-cache-size", "bytes of the input directories kept for mounting into sandboxed actions, e.g. 2GiB (0: a quarter of --cache-size)")
-	f.BoolVar(&noDirCache, "no-dir-cache", false, "link every input file into each build directory, even with the sandbox")
 	f.StringVar(&name, "name", "", "worker name in logs and action metadata (default: the hostname)")
 	f.DurationVar(&defaultTimeout, "default-timeout", defaultTimeout, "timeout of actions that set none (0: none)")
 	f.DurationVar(&maxTimeout, "max-timeout", maxTimeout, "longest timeout any action gets (0: no cap)")

@@ -19,8 +19,6 @@ import (
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-
-	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
 )
 
 // Request is one command to run.
@@ -47,29 +45,6 @@ type Request struct {
 	// Platform holds the action's platform properties, for runners whose
 	// behaviour depends on them (the host runner ignores them).
 	Platform []*repb.Platform_Property
-	// Mounts are host directories that the command sees read-only inside
-	// the input root. Only a Mounter whose CanMount is true takes them;
-	// other runners fail a request that has any.
-	Mounts []Mount
-}
-
-// Mount shows the host directory Source read-only at Target in the input
-// root, for one command: the host's build directory keeps what is at
-// Target (an empty directory), so removing it never reaches Source.
-// Source is a clean absolute path; Target is a clean path relative to
-// BuildDir, without "..", naming a directory there that is reached
-// without symlinks. No target may be at or below another.
-type Mount = sandboxinit.Mount
-
-// Mounter is a Runner that may take Request.Mounts. The worker asks once,
-// so that it can show a large input directory that many actions share by
-// one mount rather than by linking every file of it for each action.
-type Mounter interface {
-	Runner
-	// CanMount reports whether Run honours Request.Mounts: the
-	// directories are read-only to the command, in every mode, and
-	// nothing of the mount is left on the host once Run returns.
-	CanMount() bool
 }
 
 // Result is the outcome of a command that ran.

@@ -78,7 +78,7 @@ type SandboxConfig struct {
 // way to gain any (no_new_privs, and every mount is nosuid), and owns only
 // the directories of its build directory and its stdout and stderr files:
 // the input files, hardlinked from the worker's cache, stay root's and
-// read-only to it, and Request.Mounts are read-only mounts.
+// read-only to it.
 //
 // Result.Started is taken before the init starts: an action's run time
 // includes the sandbox's set-up and tear-down, 6-9 ms (BenchmarkRun).
@@ -93,10 +93,7 @@ type Sandbox struct {
 	exe string
 }
 
-var _ Mounter = (*Sandbox)(nil)
-
-// CanMount reports true: both modes honour Request.Mounts. See Mounter.
-func (s *Sandbox) CanMount() bool { return true }
+var _ Runner = (*Sandbox)(nil)
 
 // NewSandbox checks cfg and that this binary can sandbox on this kernel:
 // it sets up both modes once, in a probe that runs no command. The error
@@ -174,8 +171,7 @@ func (s *Sandbox) Properties() []*repb.Platform_Property {
 		&repb.Platform_Property{Name: PropertySandbox, Value: SandboxHost})
 }
 
-// probe sets up both modes on an empty directory, with a mount, without
-// running anything.
+// probe sets up both modes on an empty directory without running anything.
 func (s *Sandbox) probe() error {
 	dir, err := os.MkdirTemp("", "kiln-sandbox-probe-")
 	if err != nil {
@@ -183,17 +179,14 @@ func (s *Sandbox) probe() error {
 	}
 	defer os.RemoveAll(dir)
 	root := filepath.Join(dir, "root")
-	for _, p := range []string{root, filepath.Join(root, "mnt"), filepath.Join(dir, "src")} {
-		if err := os.Mkdir(p, 0o755); err != nil {
-			return err
-		}
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return err
 	}
 	for _, mode := range []string{SandboxHost, SandboxHermetic} {
 		req := Request{
 			Args: []string{"probe"}, Dir: root, BuildDir: root,
 			StdoutPath: filepath.Join(dir, "stdout"), StderrPath: filepath.Join(dir, "stderr"),
 			Platform: []*repb.Platform_Property{{Name: PropertySandbox, Value: mode}},
-			Mounts:   []Mount{{Source: filepath.Join(dir, "src"), Target: "mnt"}},
 		}
 		if _, err := s.run(context.Background(), req, true); err != nil {
 			out, _ := os.ReadFile(req.StderrPath)
@@ -241,9 +234,6 @@ func (s *Sandbox) run(ctx context.Context, req Request, probe bool) (Result, err
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 		return Result{}, status.Errorf(codes.Internal, "working directory %q is not in build directory %q", req.Dir, req.BuildDir)
 	}
-	if err := sandboxinit.ValidateMounts(req.Mounts); err != nil {
-		return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
-	}
 	spec := initSpec{
 		Probe:    probe,
 		Hermetic: opts.mode == modeHermetic,
@@ -256,7 +246,6 @@ func (s *Sandbox) run(ctx context.Context, req Request, probe bool) (Result, err
 		UID:      s.cfg.UID,
 		GID:      s.cfg.GID,
 		Limits:   s.cfg.Limits,
-		Mounts:   req.Mounts,
 	}
 	if spec.Env == nil {
 		spec.Env = []string{}
@@ -524,11 +513,6 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 	}
 	if rep.Code != sandboxinit.CodeOK {
 		return Result{}, status.Error(codes.Code(rep.Code), rep.Message)
-	}
-	if rep.Mounts != len(spec.Mounts) {
-		// The command ran without its mounts, which an init from an
-		// older build ignores: its result cannot be trusted.
-		return Result{}, status.Errorf(codes.Internal, "sandbox: the init %s made %d of %d mounts; is it from an older build than the worker?", s.exe, rep.Mounts, len(spec.Mounts))
 	}
 	res.ExitCode, res.Signal = rep.ExitCode, rep.Signal
 	res.UserTime, res.SystemTime, res.MaxRSSBytes = rep.UserTime, rep.SystemTime, rep.MaxRSSBytes

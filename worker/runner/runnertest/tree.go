@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/protobuf/proto"
@@ -297,43 +296,4 @@ func (r *InputRoot) add(fn digest.Function, dir string) (digest.Digest, error) {
 	dd := digest.FromBytes(fn, data)
 	r.Blobs[dd] = data
 	return dd, nil
-}
-
-// Listing describes every entry below dir, dir included, one a line: path,
-// mode, size, inode, and a symlink's target or a file's content. Two
-// listings of a tree are equal when nothing in it changed, not even by
-// being replaced with a copy.
-func Listing(dir string) (string, error) {
-	var b strings.Builder
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		var ino uint64
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
-		fmt.Fprintf(&b, "%s %v %d %d", p, fi.Mode(), fi.Size(), ino)
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			b.WriteString(" -> " + target)
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " %q", data)
-		}
-		b.WriteString("\n")
-		return nil
-	})
-	return b.String(), err
 }

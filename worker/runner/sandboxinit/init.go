@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -97,9 +96,6 @@ type Spec struct {
 	// Covers are host directories that host mode covers with an empty
 	// read-only tmpfs, none below another.
 	Covers []string
-	// Mounts are host directories shown read-only in the input root (see
-	// Mount and ValidateMounts).
-	Mounts []Mount
 	// SetIDs: run the command as UID/GID (ids inside the namespace).
 	// Otherwise it stays ns root, stripped of capabilities.
 	SetIDs   bool
@@ -107,53 +103,11 @@ type Spec struct {
 	Limits   Limits
 }
 
-// Mount shows the host directory Source read-only at Target in the input
-// root, in both modes. The mount exists only in the action's mount
-// namespace: on the host, Target stays what it was, an empty directory.
-type Mount struct {
-	// Source is the absolute, clean host path of a directory. The init
-	// opens it before it covers anything, so a directory that host mode
-	// hides (the worker's) can be a source.
-	Source string
-	// Target is the mount point: a clean path relative to the input root,
-	// without ".." (filepath.IsLocal), naming a directory that exists in
-	// the input root and is reached without symlinks and without leaving
-	// the input root's mount.
-	Target string
-}
-
-// ValidateMounts checks what it can of mounts without the filesystem:
-// absolute clean sources, local clean targets other than the input root
-// itself, none at or below another. The init checks the rest when it
-// opens the targets.
-func ValidateMounts(mounts []Mount) error {
-	targets := make([]string, 0, len(mounts))
-	for _, m := range mounts {
-		if !filepath.IsAbs(m.Source) || filepath.Clean(m.Source) != m.Source {
-			return fmt.Errorf("mount source %q is not a clean absolute path", m.Source)
-		}
-		if !filepath.IsLocal(m.Target) || filepath.Clean(m.Target) != m.Target || m.Target == "." {
-			return fmt.Errorf("mount target %q is not a clean path inside the input root", m.Target)
-		}
-		targets = append(targets, m.Target)
-	}
-	sort.Strings(targets)
-	for i := 1; i < len(targets); i++ {
-		if targets[i] == targets[i-1] || strings.HasPrefix(targets[i], targets[i-1]+"/") {
-			return fmt.Errorf("mount target %q is at or below mount target %q", targets[i], targets[i-1])
-		}
-	}
-	return nil
-}
-
 // Report is what the init answers, as JSON on its fd 4.
 type Report struct {
 	// Code and Message, when Code is not OK, say why nothing ran.
 	Code    uint32 `json:",omitempty"`
 	Message string `json:",omitempty"`
-	// Mounts is how many of Spec.Mounts the init made: all of them, or
-	// the runner knows that an init too old to know them ran.
-	Mounts int `json:",omitempty"`
 	// The command's exit, as in Result.
 	ExitCode    int
 	Signal      string `json:",omitempty"`
@@ -219,7 +173,6 @@ func runSpec(spec *Spec, rep *Report) error {
 	if err := setupSandbox(spec); err != nil {
 		return errorf(CodeInternal, "sandbox init (%s mode): %v", modeName(spec.Hermetic), err)
 	}
-	rep.Mounts = len(spec.Mounts)
 	if err := restrict(spec); err != nil {
 		return errorf(CodeInternal, "sandbox init: %v", err)
 	}
@@ -293,8 +246,7 @@ var devices = []string{"null", "zero", "full", "random", "urandom"}
 //	          Covers       empty read-only tmpfs each
 //	          BuildDir     the build directory, writable, at its own path
 //	hermetic: /            the build directory, writable
-//	both:     Mounts       read-only, in the input root (before the rest)
-//	          /dev         a read-only tmpfs: null zero full random urandom,
+//	both:     /dev         a read-only tmpfs: null zero full random urandom,
 //	                       fd stdin stdout stderr, and a writable shm
 //	          /proc        the PID namespace's own
 //
@@ -327,28 +279,11 @@ func setupSandbox(spec *Spec) error {
 		return fmt.Errorf("open the build directory: %w", err)
 	}
 	defer unix.Close(buildFD)
-	if err := ValidateMounts(spec.Mounts); err != nil {
-		return err
-	}
-	mountFDs := make([]int, len(spec.Mounts))
-	for i, m := range spec.Mounts {
-		fd, err := unix.Open(m.Source, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open mount source %s: %w", m.Source, err)
-		}
-		defer unix.Close(fd)
-		mountFDs[i] = fd
-	}
 
 	root := "/"
 	if spec.Hermetic {
 		root = spec.BuildDir
 		if err := bindFD(buildFD, root); err != nil {
-			return err
-		}
-		// Before the sandbox's own mounts, which hide what is at
-		// dev, proc and tmp of the input root.
-		if err := mountReadOnly(spec.Mounts, mountFDs, root); err != nil {
 			return err
 		}
 	} else {
@@ -371,9 +306,6 @@ func setupSandbox(spec *Spec) error {
 			return fmt.Errorf("build directory mount point: %w", err)
 		}
 		if err := bindFD(buildFD, spec.BuildDir); err != nil {
-			return err
-		}
-		if err := mountReadOnly(spec.Mounts, mountFDs, spec.BuildDir); err != nil {
 			return err
 		}
 		for _, c := range spec.Covers {
@@ -426,59 +358,6 @@ func bindFD(fd int, target string) error {
 		Attr_clr: unix.MOUNT_ATTR_RDONLY,
 	}); err != nil {
 		return fmt.Errorf("make %s writable: %w", target, err)
-	}
-	return nil
-}
-
-// mountReadOnly mounts each directory open as sourceFDs[i] read-only,
-// nosuid and nodev at mounts[i].Target below root, the input root's
-// mount: a clone of the source's mount made read-only before it is
-// attached, so that the directory is never writable in the sandbox, not
-// even for a moment. Targets are looked up beneath root without
-// following symlinks or crossing mounts, so a mount never lands outside
-// the input root.
-func mountReadOnly(mounts []Mount, sourceFDs []int, root string) error {
-	if len(mounts) == 0 {
-		return nil
-	}
-	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open the input root: %w", err)
-	}
-	defer unix.Close(rootFD)
-	for i, m := range mounts {
-		target, err := unix.Openat2(rootFD, m.Target, &unix.OpenHow{
-			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
-		})
-		if err != nil {
-			return fmt.Errorf("mount point %s: %w", m.Target, err)
-		}
-		err = attachReadOnly(sourceFDs[i], target)
-		unix.Close(target)
-		if err != nil {
-			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Target, err)
-		}
-	}
-	return nil
-}
-
-// attachReadOnly clones the mount of the directory open as source, makes
-// the clone read-only, nosuid and nodev, and attaches it on the directory
-// open as target.
-func attachReadOnly(source, target int) error {
-	tree, err := unix.OpenTree(source, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
-	if err != nil {
-		return fmt.Errorf("open_tree: %w", err)
-	}
-	defer unix.Close(tree)
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{
-		Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV,
-	}); err != nil {
-		return fmt.Errorf("make read-only: %w", err)
-	}
-	if err := unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount: %w", err)
 	}
 	return nil
 }
