@@ -164,3 +164,50 @@ func TestFastPathIgnoresConfig(t *testing.T) {
 		t.Fatalf("remote candidate with a broken config: exit %d, stderr %q", code, stderr)
 	}
 }
+
+func TestFastPathThroughDaemon(t *testing.T) {
+	// Once the daemon runs, the C fast path sends it every compile it
+	// cannot decide itself, without starting the Go runtime: with
+	// GODEBUG=inittrace=1 a Go program prints its package initialisation,
+	// so an empty stderr shows that no Go front ran.
+	needGCC(t)
+	addr := startKilnServer(t)
+	dir := project(t)
+	obj, dep := filepath.Join("obj", "a.o"), filepath.Join("obj", "a.d")
+	args := compileArgs(dir, "a", obj, "-O2")
+	wantObj, wantDep := compileLocally(t, dir, obj, dep, args...)
+	e := newCCEnv(t, addr, "KILN_FORCE_REMOTE=1")
+	compile := func(extra []string, args ...string) string {
+		t.Helper()
+		os.Remove(filepath.Join(dir, obj))
+		c := &ccEnv{t: t, cache: e.cache, env: append(append([]string(nil), e.env...), extra...)}
+		_, stderr, code := c.run(dir, append([]string{"cc", "gcc"}, args...)...)
+		if code != 0 {
+			t.Fatalf("kiln cc: exit %d, stderr %q", code, stderr)
+		}
+		return stderr
+	}
+	compile(nil, args...) // the Go front starts the daemon
+	trace := []string{"GODEBUG=inittrace=1"}
+	if stderr := compile(append(trace, "KILN_FASTPATH=0"), args...); !strings.Contains(stderr, "init runtime") {
+		t.Fatalf("the Go front printed no init trace: %q", stderr)
+	}
+	if stderr := compile(trace, args...); stderr != "" {
+		t.Fatalf("a Go program ran: %q", stderr)
+	}
+	if gotObj, gotDep := readOutputs(t, dir, obj, dep); !bytes.Equal(gotObj, wantObj) || !bytes.Equal(gotDep, wantDep) {
+		t.Fatal("outputs differ from gcc's")
+	}
+	// A compile the daemon leaves local (Go's parser decides it) runs the
+	// compiler from the C side too.
+	if stderr := compile(trace, append([]string{"-march=native"}, args...)...); stderr != "" {
+		t.Fatalf("local decision: a Go program ran: %q", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, obj)); err != nil {
+		t.Fatalf("no object from the local compile: %v", err)
+	}
+	s := e.stats()
+	if s.CacheHits != 2 || s.CacheMisses != 1 || s.LocalCompiles["native_arch"] != 1 || s.Requests != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+}

@@ -99,13 +99,8 @@ func execCompiler(path string, args []string) int {
 	return 127
 }
 
-const (
-	// daemonStart bounds the wait for a daemon this call started.
-	daemonStart = 3 * time.Second
-	// daemonGrace is how long past execute_timeout a daemon may take to
-	// answer before the compile is done without it.
-	daemonGrace = 5 * time.Second
-)
+// daemonStart bounds the wait for a daemon this call started.
+const daemonStart = 3 * time.Second
 
 // viaDaemon runs a remote compile through the user's kiln cc daemon,
 // starting it when none listens. false means the daemon could not take the
@@ -145,10 +140,9 @@ func viaDaemon(cfg config.Config, compiler string, args []string) (*ccd.Response
 	}
 	umask := syscall.Umask(0)
 	syscall.Umask(umask)
-	// The daemon bounds the compile by execute_timeout; past that and a
-	// grace period, it is stuck.
-	deadline := time.Now().Add(cfg.ExecuteTimeout + daemonGrace)
-	resp, err := ccd.Call(conn, &ccd.Request{Dir: cwd, Env: os.Environ(), Compiler: compiler, Args: args, Umask: uint32(umask)}, deadline)
+	// The daemon bounds the compile by execute_timeout and says how long
+	// to wait; past that, it is stuck.
+	resp, err := ccd.Call(conn, &ccd.Request{Dir: cwd, Env: os.Environ(), Compiler: compiler, Args: args, Umask: uint32(umask)})
 	if err == nil && resp.Error != "" {
 		err = errors.New(resp.Error)
 	}

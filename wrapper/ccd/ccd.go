@@ -5,8 +5,8 @@
 // (tens of milliseconds of Go initialisation for gRPC and protobuf), as
 // sccache's local server does for sccache.
 //
-// One request and one response per connection on a Unix socket, each a
-// 4-byte big-endian length and a JSON document. This package is the
+// One request and one response per connection on a Unix socket, in a
+// small binary format (below). This package is the
 // client side and the framing; it must stay free of gRPC and of the net
 // package, since cmd/kiln links it (see cmd/kiln's TestStaysSmall). The
 // daemon is wrapper/ccd/daemon.
@@ -14,11 +14,11 @@ package ccd
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,78 +27,309 @@ import (
 )
 
 // Version is the protocol version; a daemon refuses other versions.
-const Version = 1
+// Version 2 is binary (version 1 was JSON, which cannot carry arguments
+// that are not UTF-8, and which the C fast path would have to parse).
+const Version = 2
 
 // MaxMessage bounds a message (stdout and stderr of a compile included).
 const MaxMessage = 64 << 20
 
+// AcceptTimeout bounds the wait for the daemon's first answer: a healthy
+// daemon accepts or refuses a request at once.
+const AcceptTimeout = 10 * time.Second
+
+// Grace is how long past execute_timeout a client waits for a daemon that
+// accepted a compile before doing it without the daemon.
+const Grace = 5 * time.Second
+
+// The wire format: every message is a 4-byte big-endian length and a
+// payload. Integers are 4-byte big-endian; a string is its length and its
+// bytes; a list is its count and its strings.
+//
+//	request:  version, dir, compiler, umask, args (list), env (list)
+//	accept:   'A' (one byte), wait in milliseconds
+//	response: 'R' (one byte), exit, local (one byte: 0 or 1), stdout,
+//	          stderr, error
+//
+// The client sends a request; the daemon answers with a response (a
+// refusal: Error set), or with accept and, within the wait it announced,
+// the response. wrapper/fastpath's C client speaks the same.
+
 // Request is one compile for the daemon.
 type Request struct {
-	Version int `json:"version"`
+	Version uint32
 	// Dir is the compile's working directory.
-	Dir string `json:"dir"`
+	Dir string
 	// Env is the compile's environment, as os.Environ.
-	Env []string `json:"env"`
+	Env []string
 	// Compiler is the compiler's absolute path (resolved by the client).
-	Compiler string `json:"compiler"`
+	Compiler string
 	// Args are the compiler's arguments.
-	Args []string `json:"args"`
+	Args []string
 	// Umask is the client's umask; outputs are created with it.
-	Umask uint32 `json:"umask"`
+	Umask uint32
 }
 
 // Response is the daemon's answer.
 type Response struct {
 	// Exit is the compile's exit code.
-	Exit int `json:"exit"`
+	Exit int
 	// Stdout and Stderr are the compiler's output (and kiln's warnings),
 	// for the client to write.
-	Stdout []byte `json:"stdout,omitempty"`
-	Stderr []byte `json:"stderr,omitempty"`
+	Stdout []byte
+	Stderr []byte
 	// Local asks the client to run the compiler itself, with the original
 	// arguments: a fallback, a compile error to report, a local decision.
 	// The daemon has counted it.
-	Local bool `json:"local,omitempty"`
+	Local bool
 	// Error says the daemon could not handle the request at all (a bad
 	// configuration, another version); the client then does the compile
 	// without the daemon, which reports the problem.
-	Error string `json:"error,omitempty"`
+	Error string
 }
 
-// Write sends v as one message.
-func Write(w io.Writer, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
+const (
+	kindAccept   = 'A'
+	kindResponse = 'R'
+)
+
+// encoder appends the wire format's values.
+type encoder struct{ b []byte }
+
+func (e *encoder) u32(v uint32) { e.b = binary.BigEndian.AppendUint32(e.b, v) }
+func (e *encoder) str(s string) { e.u32(uint32(len(s))); e.b = append(e.b, s...) }
+func (e *encoder) strs(l []string) {
+	e.u32(uint32(len(l)))
+	for _, s := range l {
+		e.str(s)
 	}
-	if len(data) > MaxMessage {
-		return fmt.Errorf("ccd: message of %d bytes is over the %d-byte limit", len(data), MaxMessage)
+}
+
+// decoder reads them; the first error sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("ccd: message too short")
+
+func (d *decoder) u32() uint32 {
+	if d.err != nil {
+		return 0
 	}
-	msg := make([]byte, 4+len(data))
-	binary.BigEndian.PutUint32(msg, uint32(len(data)))
-	copy(msg[4:], data)
-	_, err = w.Write(msg)
+	if len(d.b) < 4 {
+		d.err = errShort
+		return 0
+	}
+	v := binary.BigEndian.Uint32(d.b)
+	d.b = d.b[4:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.err = errShort
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.u32()
+	if d.err != nil {
+		return ""
+	}
+	if uint64(n) > uint64(len(d.b)) {
+		d.err = errShort
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) strs() []string {
+	n := d.u32()
+	if d.err != nil {
+		return nil
+	}
+	if uint64(n) > uint64(len(d.b))/4 { // each takes 4 bytes at least
+		d.err = errShort
+		return nil
+	}
+	l := make([]string, n)
+	for i := range l {
+		l[i] = d.str()
+	}
+	return l
+}
+
+// end fails unless the whole payload was read.
+func (d *decoder) end() error {
+	if d.err == nil && len(d.b) > 0 {
+		d.err = fmt.Errorf("ccd: %d bytes after the message", len(d.b))
+	}
+	return d.err
+}
+
+// writeFrame sends payload as one message.
+func writeFrame(w io.Writer, payload []byte) error {
+	if len(payload) > MaxMessage {
+		return fmt.Errorf("ccd: message of %d bytes is over the %d-byte limit", len(payload), MaxMessage)
+	}
+	msg := make([]byte, 4, 4+len(payload))
+	binary.BigEndian.PutUint32(msg, uint32(len(payload)))
+	_, err := w.Write(append(msg, payload...))
 	return err
 }
 
-// Read receives one message into v.
-func Read(r io.Reader, v any) error {
+// readFrame receives one message's payload.
+func readFrame(r io.Reader) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return fmt.Errorf("ccd: read message length: %w", err)
+		return nil, fmt.Errorf("ccd: read message length: %w", err)
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n > MaxMessage {
-		return fmt.Errorf("ccd: message of %d bytes is over the %d-byte limit", n, MaxMessage)
+		return nil, fmt.Errorf("ccd: message of %d bytes is over the %d-byte limit", n, MaxMessage)
 	}
 	data := make([]byte, n)
 	if _, err := io.ReadFull(r, data); err != nil {
-		return fmt.Errorf("ccd: read message: %w", err)
+		return nil, fmt.Errorf("ccd: read message: %w", err)
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("ccd: decode message: %w", err)
+	return data, nil
+}
+
+// WriteRequest sends req (its Version as set).
+func WriteRequest(w io.Writer, req *Request) error {
+	var e encoder
+	e.u32(req.Version)
+	e.str(req.Dir)
+	e.str(req.Compiler)
+	e.u32(req.Umask)
+	e.strs(req.Args)
+	e.strs(req.Env)
+	return writeFrame(w, e.b)
+}
+
+// VersionError is ReadRequest's error for a request of another protocol
+// version.
+type VersionError struct{ Got uint32 }
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("protocol version %d, the daemon speaks %d", e.Got, Version)
+}
+
+// ReadRequest receives a request of this protocol version.
+func ReadRequest(r io.Reader) (*Request, error) {
+	data, err := readFrame(r)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	d := decoder{b: data}
+	req := &Request{Version: d.u32()}
+	if d.err == nil && req.Version != Version {
+		return nil, &VersionError{req.Version}
+	}
+	req.Dir = d.str()
+	req.Compiler = d.str()
+	req.Umask = d.u32()
+	req.Args = d.strs()
+	req.Env = d.strs()
+	if err := d.end(); err != nil {
+		return nil, fmt.Errorf("ccd: decode request: %w", err)
+	}
+	return req, nil
+}
+
+// WriteAccept tells the client the compile is under way and its response
+// comes within wait.
+func WriteAccept(w io.Writer, wait time.Duration) error {
+	e := encoder{b: []byte{kindAccept}}
+	e.u32(uint32(min(wait.Milliseconds(), math.MaxUint32)))
+	return writeFrame(w, e.b)
+}
+
+// WriteResponse sends resp.
+func WriteResponse(w io.Writer, resp *Response) error {
+	e := encoder{b: []byte{kindResponse}}
+	e.u32(uint32(int32(resp.Exit)))
+	local := byte(0)
+	if resp.Local {
+		local = 1
+	}
+	e.b = append(e.b, local)
+	e.str(string(resp.Stdout))
+	e.str(string(resp.Stderr))
+	e.str(resp.Error)
+	return writeFrame(w, e.b)
+}
+
+// readAnswer receives an accept (wait > 0, or 0 with accepted true) or a
+// response.
+func readAnswer(r io.Reader) (resp *Response, wait time.Duration, accepted bool, err error) {
+	data, err := readFrame(r)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	d := decoder{b: data}
+	switch d.byte() {
+	case kindAccept:
+		wait = time.Duration(d.u32()) * time.Millisecond
+		if err := d.end(); err != nil {
+			return nil, 0, false, fmt.Errorf("ccd: decode accept: %w", err)
+		}
+		return nil, wait, true, nil
+	case kindResponse:
+		resp = &Response{Exit: int(int32(d.u32()))}
+		switch d.byte() {
+		case 0:
+		case 1:
+			resp.Local = true
+		default:
+			if d.err == nil {
+				d.err = errors.New("ccd: local is neither 0 nor 1")
+			}
+		}
+		resp.Stdout = []byte(d.str())
+		resp.Stderr = []byte(d.str())
+		resp.Error = d.str()
+		if err := d.end(); err != nil {
+			return nil, 0, false, fmt.Errorf("ccd: decode response: %w", err)
+		}
+		return resp, 0, false, nil
+	}
+	if d.err != nil {
+		return nil, 0, false, fmt.Errorf("ccd: decode answer: %w", d.err)
+	}
+	return nil, 0, false, errors.New("ccd: decode answer: unknown kind")
+}
+
+// ReadResponse receives the daemon's answer: a response at once, or an
+// accept followed by the response within the wait it announced (clock
+// gives the time). The reader's deadline is set through setDeadline
+// before each read.
+func ReadResponse(r io.Reader, setDeadline func(time.Time) error, clock func() time.Time) (*Response, error) {
+	if err := setDeadline(clock().Add(AcceptTimeout)); err != nil {
+		return nil, fmt.Errorf("ccd: %w", err)
+	}
+	resp, wait, accepted, err := readAnswer(r)
+	if err != nil || !accepted {
+		return resp, err
+	}
+	if err := setDeadline(clock().Add(wait)); err != nil {
+		return nil, fmt.Errorf("ccd: %w", err)
+	}
+	resp, _, accepted, err = readAnswer(r)
+	if err == nil && accepted {
+		err = errors.New("ccd: accepted twice")
+	}
+	return resp, err
 }
 
 // SocketPath is the daemon's socket in cacheDir for the kiln-core binary
@@ -151,21 +382,17 @@ func Dial(sock string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), sock), nil
 }
 
-// Call sends req on conn and waits for the response until deadline (zero:
-// no limit): a daemon that stops answering must not hang the build. It
-// closes conn.
-func Call(conn *os.File, req *Request, deadline time.Time) (*Response, error) {
+// Call sends req on conn and waits for the response: AcceptTimeout for
+// the daemon to take it, then as long as the daemon said; a daemon that
+// stops answering must not hang the build. It closes conn.
+func Call(conn *os.File, req *Request) (*Response, error) {
 	defer conn.Close()
-	if err := conn.SetDeadline(deadline); err != nil {
+	req.Version = Version
+	if err := conn.SetDeadline(time.Now().Add(AcceptTimeout)); err != nil {
 		return nil, fmt.Errorf("ccd: %w", err)
 	}
-	req.Version = Version
-	if err := Write(conn, req); err != nil {
+	if err := WriteRequest(conn, req); err != nil {
 		return nil, err
 	}
-	var resp Response
-	if err := Read(conn, &resp); err != nil {
-		return nil, err
-	}
-	return &resp, nil
+	return ReadResponse(conn, conn.SetReadDeadline, time.Now)
 }

@@ -8,8 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <stdint.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -403,6 +407,269 @@ static long long since(const struct timespec *t0) {
 	return (long long)(t.tv_sec - t0->tv_sec) * 1000000000LL + (t.tv_nsec - t0->tv_nsec);
 }
 
+// kiln_socket_path writes ccd.SocketPath(cache, core) for a kiln-core of
+// the given size and modification time: an FNV-1a hash of the three.
+int kiln_socket_path(const char *cache, const char *core, long long size, long long mtime_ns, char *out, size_t n) {
+	char key[PATH_MAX + 64];
+	int klen = snprintf(key, sizeof key, "%s%c%lld%c%lld", core, 0, size, 0, mtime_ns);
+	if (klen < 0 || klen >= (int)sizeof key) return -1;
+	uint64_t h = 14695981039346656037ULL;
+	for (int i = 0; i < klen; i++) {
+		h ^= (unsigned char)key[i];
+		h *= 1099511628211ULL;
+	}
+	int w = snprintf(out, n, "%s/daemon-%llx.sock", cache, (unsigned long long)h);
+	if (w < 0 || w >= (int)n || w >= (int)sizeof(((struct sockaddr_un *)0)->sun_path)) return -1;
+	return 0;
+}
+
+// A growable byte buffer for the daemon protocol (wrapper/ccd).
+struct buf {
+	char *p;
+	size_t n, cap;
+};
+
+static int put(struct buf *b, const void *data, size_t n) {
+	if (b->n + n > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 4096;
+		while (cap < b->n + n) cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p) return -1;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, data, n);
+	b->n += n;
+	return 0;
+}
+
+static int put_u32(struct buf *b, uint32_t v) {
+	unsigned char x[4] = {v >> 24, v >> 16, v >> 8, v};
+	return put(b, x, 4);
+}
+
+static int put_str(struct buf *b, const char *s) {
+	size_t n = strlen(s);
+	return n > 0xffffffffu || put_u32(b, (uint32_t)n) < 0 ? -1 : put(b, s, n);
+}
+
+static int put_strs(struct buf *b, int count, char *const *l) {
+	if (put_u32(b, (uint32_t)count) < 0) return -1;
+	for (int i = 0; i < count; i++) {
+		if (put_str(b, l[i]) < 0) return -1;
+	}
+	return 0;
+}
+
+// kiln_encode_request writes a ccd request frame (length and payload) to
+// *out (malloc'd); its length, or -1.
+long kiln_encode_request(const char *dir, const char *compiler, unsigned umask_bits, int argc, char *const *args, int envc, char *const *env, char **out) {
+	struct buf b = {0};
+	int bad = put_u32(&b, 0) < 0 || put_u32(&b, 2) < 0 || put_str(&b, dir) < 0 || put_str(&b, compiler) < 0 || put_u32(&b, umask_bits) < 0 ||
+		  put_strs(&b, argc, args) < 0 || put_strs(&b, envc, env) < 0;
+	if (bad || b.n - 4 > KILN_MAX_MESSAGE) {
+		free(b.p);
+		return -1;
+	}
+	uint32_t len = (uint32_t)(b.n - 4);
+	unsigned char *p = (unsigned char *)b.p;
+	p[0] = len >> 24, p[1] = len >> 16, p[2] = len >> 8, p[3] = len;
+	*out = b.p;
+	return (long)b.n;
+}
+
+static uint32_t get_u32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+// kiln_decode_answer reads one ccd answer payload: an accept (returns 1,
+// *wait_ms set) or a response (returns 2, the fields pointing into p), or
+// -1 when it is malformed.
+int kiln_decode_answer(const unsigned char *p, size_t n, unsigned *wait_ms, struct kiln_response *r) {
+	if (n < 1) return -1;
+	if (p[0] == 'A') {
+		if (n != 5) return -1;
+		*wait_ms = get_u32(p + 1);
+		return 1;
+	}
+	if (p[0] != 'R' || n < 6) return -1;
+	r->exit = (int32_t)get_u32(p + 1);
+	if (p[5] > 1) return -1;
+	r->local = p[5];
+	size_t off = 6;
+	const unsigned char *field[3];
+	size_t len[3];
+	for (int i = 0; i < 3; i++) {
+		if (n - off < 4) return -1;
+		len[i] = get_u32(p + off);
+		off += 4;
+		if (n - off < len[i]) return -1;
+		field[i] = p + off;
+		off += len[i];
+	}
+	if (off != n) return -1;
+	r->out = (const char *)field[0], r->out_len = len[0];
+	r->err = (const char *)field[1], r->err_len = len[1];
+	r->error = (const char *)field[2], r->error_len = len[2];
+	return 2;
+}
+
+static long long now_ms(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+// read_full reads n bytes from fd before deadline (monotonic ms).
+static int read_full(int fd, unsigned char *p, size_t n, long long deadline) {
+	while (n > 0) {
+		long long left = deadline - now_ms();
+		if (left <= 0) return -1;
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int r = poll(&pfd, 1, left > 1000000000 ? 1000000000 : (int)left);
+		if (r < 0 && errno == EINTR) continue;
+		if (r <= 0) return -1;
+		ssize_t got = read(fd, p, n);
+		if (got < 0 && errno == EINTR) continue;
+		if (got <= 0) return -1;
+		p += got;
+		n -= (size_t)got;
+	}
+	return 0;
+}
+
+// read_frame returns one frame's payload (malloc'd), or NULL.
+static unsigned char *read_frame(int fd, size_t *n, long long deadline) {
+	unsigned char hdr[4];
+	if (read_full(fd, hdr, 4, deadline) < 0) return NULL;
+	uint32_t len = get_u32(hdr);
+	if (len > KILN_MAX_MESSAGE) return NULL;
+	unsigned char *p = malloc(len ? len : 1);
+	if (p && read_full(fd, p, len, deadline) < 0) {
+		free(p);
+		return NULL;
+	}
+	*n = len;
+	return p;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR) continue;
+		if (w <= 0) return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+// out_all writes to the terminal or pipe of fd, as the Go front would.
+static void out_all(int fd, const char *p, size_t n) {
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR) continue;
+		if (w <= 0) return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+// exec_compiler replaces the process with the compiler at path.
+static void exec_compiler(const char *path, int nargs, char **args, char **envp) {
+	char **argv = malloc(sizeof(char *) * (size_t)(nargs + 2));
+	if (argv) {
+		argv[0] = (char *)path;
+		memcpy(argv + 1, args, sizeof(char *) * (size_t)nargs);
+		argv[nargs + 1] = NULL;
+		execve(path, argv, envp);
+	}
+	fprintf(stderr, "kiln: exec %s: %s\n", path, strerror(errno));
+	_exit(127);
+}
+
+// exec_core hands the compile to `kiln-core cc PATH ARGS`, as the Go front
+// does when the daemon fails it.
+static void exec_core(const char *core, const char *path, int nargs, char **args, char **envp) {
+	char **argv = malloc(sizeof(char *) * (size_t)(nargs + 4));
+	if (argv) {
+		argv[0] = (char *)core;
+		argv[1] = "cc";
+		argv[2] = (char *)path;
+		memcpy(argv + 3, args, sizeof(char *) * (size_t)nargs);
+		argv[nargs + 3] = NULL;
+		execve(core, argv, envp);
+	}
+	fprintf(stderr, "kiln: %s: %s\n", core, strerror(errno));
+	_exit(1);
+}
+
+// via_daemon sends a compile the fast path cannot decide to the user's
+// kiln cc daemon (wrapper/ccd), as the Go front would, and never returns
+// once the daemon has taken it. It returns, for the Go front to do the
+// whole job, when there is no daemon listening (the Go front starts one),
+// when the daemon refuses the request (a bad configuration, the daemon
+// turned off: the Go front reports it), or on any problem before the
+// request is sent.
+static void via_daemon(const char *self, const char *compiler, int nargs, char **args, char **envp) {
+	char cache[PATH_MAX], core[PATH_MAX], sock[PATH_MAX], cwd[PATH_MAX];
+	if (kiln_cache_dir(getenv("XDG_CACHE_HOME"), getenv("HOME"), cache, sizeof cache) < 0) return;
+	const char *slash = strrchr(self, '/');
+	struct stat st;
+	if (!slash || snprintf(core, sizeof core, "%.*s/kiln-core", (int)(slash - self), self) >= (int)sizeof core) return;
+	if (stat(core, &st) < 0 || S_ISDIR(st.st_mode)) return;
+	if (kiln_socket_path(cache, core, (long long)st.st_size, (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec, sock, sizeof sock) < 0) return;
+	if (!working_dir(cwd, sizeof cwd)) return;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) return;
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	strcpy(addr.sun_path, sock);
+	int r;
+	while ((r = connect(fd, (struct sockaddr *)&addr, sizeof addr)) < 0 && errno == EINTR) {
+	}
+	if (r < 0) {
+		close(fd);
+		return;
+	}
+	mode_t mask = umask(0);
+	umask(mask);
+	int envc = 0;
+	while (envp[envc]) envc++;
+	char *req;
+	long len = kiln_encode_request(cwd, compiler, (unsigned)mask, nargs, args, envc, envp, &req);
+	if (len < 0) {
+		close(fd);
+		return;
+	}
+	int sent = write_all(fd, req, (size_t)len);
+	free(req);
+	if (sent < 0) {
+		close(fd);
+		return;
+	}
+	// Sent: from here on the daemon may be compiling, so a failure goes
+	// to kiln-core cc rather than back to the Go front, which would ask
+	// the daemon again.
+	unsigned wait_ms = 0;
+	struct kiln_response resp;
+	size_t n;
+	unsigned char *msg = read_frame(fd, &n, now_ms() + KILN_ACCEPT_TIMEOUT_MS);
+	int kind = msg ? kiln_decode_answer(msg, n, &wait_ms, &resp) : -1;
+	if (kind == 1) {
+		free(msg);
+		msg = read_frame(fd, &n, now_ms() + wait_ms);
+		kind = msg ? kiln_decode_answer(msg, n, &wait_ms, &resp) : -1;
+	}
+	close(fd);
+	if (kind != 2) exec_core(core, compiler, nargs, args, envp);
+	if (resp.error_len > 0) {
+		free(msg);
+		return;
+	}
+	out_all(1, resp.out, resp.out_len);
+	out_all(2, resp.err, resp.err_len);
+	if (resp.local) exec_compiler(compiler, nargs, args, envp);
+	_exit(resp.exit & 0xff);
+}
+
 // kiln_fastpath runs before the Go runtime starts (glibc calls
 // constructors with main's arguments). A compiler call it can decide
 // locally is counted and replaced by the compiler; for anything else it
@@ -431,8 +698,8 @@ __attribute__((constructor)) static void kiln_fastpath(int argc, char **argv, ch
 	} else {
 		return;
 	}
+	if (!kiln_kind_known(name)) return;
 	const char *reason = kiln_decide(name, nargs, args);
-	if (!reason) return;
 	char self[PATH_MAX], cwd[PATH_MAX], path[PATH_MAX], cache[PATH_MAX];
 	if (!realpath("/proc/self/exe", self)) return;
 	const char *dir = NULL;
@@ -440,17 +707,11 @@ __attribute__((constructor)) static void kiln_fastpath(int argc, char **argv, ch
 		if (!(dir = working_dir(cwd, sizeof cwd))) return;
 	}
 	if (kiln_resolve(name, getenv("PATH"), self, dir, path, sizeof path) < 0) return;
-	if (kiln_cache_dir(getenv("XDG_CACHE_HOME"), getenv("HOME"), cache, sizeof cache) < 0) return;
-	char **cargv = malloc(sizeof(char *) * (size_t)(nargs + 2));
-	if (!cargv) return;
-	cargv[0] = path;
-	memcpy(cargv + 1, args, sizeof(char *) * (size_t)nargs);
-	cargv[nargs + 1] = NULL;
-	if (record(cache, reason, since(&t0)) < 0) {
-		free(cargv);
-		return; // the Go side creates the directory, or logs why it cannot
+	if (!reason) {
+		via_daemon(self, path, nargs, args, envp);
+		return;
 	}
-	execve(path, cargv, envp);
-	fprintf(stderr, "kiln: exec %s: %s\n", path, strerror(errno));
-	_exit(127);
+	if (kiln_cache_dir(getenv("XDG_CACHE_HOME"), getenv("HOME"), cache, sizeof cache) < 0) return;
+	if (record(cache, reason, since(&t0)) < 0) return; // the Go side creates the directory, or logs why it cannot
+	exec_compiler(path, nargs, args, envp);
 }

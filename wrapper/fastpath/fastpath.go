@@ -8,6 +8,7 @@ package fastpath
 import "C"
 
 import (
+	"time"
 	"unsafe"
 )
 
@@ -119,4 +120,74 @@ func JournalLine(reason string, nanos int64) string {
 		return ""
 	}
 	return C.GoString(out)
+}
+
+// MaxMessage and AcceptTimeout are the C side's copies of wrapper/ccd's.
+const (
+	MaxMessage    = C.KILN_MAX_MESSAGE
+	AcceptTimeout = C.KILN_ACCEPT_TIMEOUT_MS * time.Millisecond
+)
+
+// SocketPath is the C kiln_socket_path.
+func SocketPath(cache, core string, size, mtimeNanos int64) (string, bool) {
+	c, k := C.CString(cache), C.CString(core)
+	defer C.free(unsafe.Pointer(c))
+	defer C.free(unsafe.Pointer(k))
+	out := (*C.char)(C.malloc(4096))
+	defer C.free(unsafe.Pointer(out))
+	if C.kiln_socket_path(c, k, C.longlong(size), C.longlong(mtimeNanos), out, 4096) < 0 {
+		return "", false
+	}
+	return C.GoString(out), true
+}
+
+// EncodeRequest is the C kiln_encode_request: a whole frame.
+func EncodeRequest(dir, compiler string, umask uint32, args, env []string) ([]byte, bool) {
+	d, c := C.CString(dir), C.CString(compiler)
+	defer C.free(unsafe.Pointer(d))
+	defer C.free(unsafe.Pointer(c))
+	a, freeA := cstrings(args)
+	defer freeA()
+	e, freeE := cstrings(env)
+	defer freeE()
+	var out *C.char
+	n := C.kiln_encode_request(d, c, C.uint(umask), C.int(len(args)), a, C.int(len(env)), e, &out)
+	if n < 0 {
+		return nil, false
+	}
+	defer C.free(unsafe.Pointer(out))
+	return C.GoBytes(unsafe.Pointer(out), C.int(n)), true
+}
+
+// Answer is what the C kiln_decode_answer read.
+type Answer struct {
+	// Kind is 1 for an accept, 2 for a response.
+	Kind                int
+	Wait                time.Duration
+	Exit                int
+	Local               bool
+	Stdout, Stderr, Err string
+}
+
+// DecodeAnswer is the C kiln_decode_answer; ok false when it refuses the
+// payload.
+func DecodeAnswer(payload []byte) (Answer, bool) {
+	p := C.CBytes(append(payload, 0))
+	defer C.free(p)
+	var wait C.uint
+	var r C.struct_kiln_response
+	kind := C.kiln_decode_answer((*C.uchar)(p), C.size_t(len(payload)), &wait, &r)
+	if kind < 0 {
+		return Answer{}, false
+	}
+	a := Answer{Kind: int(kind)}
+	if kind == 1 {
+		a.Wait = time.Duration(wait) * time.Millisecond
+		return a, true
+	}
+	a.Exit, a.Local = int(r.exit), r.local != 0
+	a.Stdout = C.GoStringN(r.out, C.int(r.out_len))
+	a.Stderr = C.GoStringN(r.err, C.int(r.err_len))
+	a.Err = C.GoStringN(r.error, C.int(r.error_len))
+	return a, true
 }

@@ -35,4 +35,29 @@ int kiln_cache_dir(const char *xdg, const char *home, char *out, size_t n);
 // kiln_journal_line formats one stats journal record.
 int kiln_journal_line(const char *reason, long long nanos, char *out, size_t n);
 
+// The daemon protocol (wrapper/ccd): its limits, and a client's encoding
+// and decoding.
+#define KILN_MAX_MESSAGE (64u << 20)
+#define KILN_ACCEPT_TIMEOUT_MS 10000
+
+// kiln_socket_path writes ccd.SocketPath(cache, core) for a kiln-core of
+// the given size and modification time to out.
+int kiln_socket_path(const char *cache, const char *core, long long size, long long mtime_ns, char *out, size_t n);
+
+// kiln_encode_request writes a request frame (length and payload) to *out
+// (malloc'd) and returns its length, or -1.
+long kiln_encode_request(const char *dir, const char *compiler, unsigned umask_bits, int argc, char *const *args, int envc, char *const *env,
+			 char **out);
+
+// A daemon's response; the strings point into the decoded message.
+struct kiln_response {
+	int exit, local;
+	const char *out, *err, *error;
+	size_t out_len, err_len, error_len;
+};
+
+// kiln_decode_answer decodes one answer payload: 1 for an accept (*wait_ms
+// set), 2 for a response (*r set), -1 for anything malformed.
+int kiln_decode_answer(const unsigned char *p, size_t n, unsigned *wait_ms, struct kiln_response *r);
+
 #endif

@@ -152,7 +152,7 @@ func (d *Daemon) watch(ctx context.Context, stop func(), sock os.FileInfo) {
 // Error response, on which the client compiles without the daemon.
 func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	resp := d.serve(ctx, c)
-	if err := ccd.Write(c, resp); err != nil {
+	if err := ccd.WriteResponse(c, resp); err != nil {
 		d.Log.Warn("reply", "err", err)
 	}
 }
@@ -163,14 +163,11 @@ func (d *Daemon) serve(ctx context.Context, c *net.UnixConn) *ccd.Response {
 	}
 	// A client that connects and sends nothing must not hold the daemon.
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	var req ccd.Request
-	if err := ccd.Read(c, &req); err != nil {
+	req, err := ccd.ReadRequest(c)
+	if err != nil {
 		return &ccd.Response{Error: err.Error()}
 	}
 	c.SetReadDeadline(time.Time{})
-	if req.Version != ccd.Version {
-		return &ccd.Response{Error: fmt.Sprintf("protocol version %d, the daemon speaks %d", req.Version, ccd.Version)}
-	}
 	if !filepath.IsAbs(req.Dir) || !filepath.IsAbs(req.Compiler) {
 		return &ccd.Response{Error: "working directory and compiler must be absolute paths"}
 	}
@@ -178,6 +175,14 @@ func (d *Daemon) serve(ctx context.Context, c *net.UnixConn) *ccd.Response {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return &ccd.Response{Error: err.Error()}
+	}
+	if !cfg.Daemon {
+		return &ccd.Response{Error: "the daemon is turned off (daemon: false)"}
+	}
+	// The compile ends within execute_timeout (the wrapper bounds it);
+	// the client waits that long and a grace period.
+	if err := ccd.WriteAccept(c, cfg.ExecuteTimeout+ccd.Grace); err != nil {
+		d.Log.Warn("accept", "err", err)
 	}
 	var stdout, stderr strings.Builder
 	umask := os.FileMode(req.Umask & 0o777)

@@ -45,7 +45,7 @@ func call(t *testing.T, sock string, req *ccd.Request) *ccd.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := ccd.Call(c, req, time.Now().Add(time.Minute))
+	resp, err := ccd.Call(c, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +105,7 @@ func TestBadRequests(t *testing.T) {
 		{"RelativeDir", ccd.Request{Dir: "src", Compiler: "/usr/bin/gcc", Env: env}, "absolute"},
 		{"RelativeCompiler", ccd.Request{Dir: dir, Compiler: "gcc", Env: env}, "absolute"},
 		{"BadConfig", ccd.Request{Dir: dir, Compiler: "/usr/bin/gcc", Env: append(env, "KILN_SERVER=http://x:1")}, "scheme"},
+		{"DaemonOff", ccd.Request{Dir: dir, Compiler: "/usr/bin/gcc", Env: append(env, "KILN_DAEMON=false")}, "turned off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if resp := call(t, d.Socket, &tc.req); !strings.Contains(resp.Error, tc.want) {
@@ -118,9 +119,9 @@ func TestBadRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		ccd.Write(c, &ccd.Request{Version: ccd.Version + 1, Dir: dir, Compiler: "/usr/bin/gcc"})
-		var resp ccd.Response
-		if err := ccd.Read(c, &resp); err != nil || !strings.Contains(resp.Error, "version") {
+		ccd.WriteRequest(c, &ccd.Request{Version: ccd.Version + 1, Dir: dir, Compiler: "/usr/bin/gcc"})
+		resp, err := ccd.ReadResponse(c, c.SetReadDeadline, time.Now)
+		if err != nil || !strings.Contains(resp.Error, "version") {
 			t.Fatalf("response %+v, %v", resp, err)
 		}
 	})
@@ -131,8 +132,8 @@ func TestBadRequests(t *testing.T) {
 		}
 		defer c.Close()
 		c.Write([]byte{0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'})
-		var resp ccd.Response
-		if err := ccd.Read(c, &resp); err != nil || resp.Error == "" {
+		resp, err := ccd.ReadResponse(c, c.SetReadDeadline, time.Now)
+		if err != nil || resp.Error == "" {
 			t.Fatalf("response %+v, %v", resp, err)
 		}
 	})
