@@ -28,6 +28,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/sibling"
 	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
+	_ "github.com/kiln-build/kiln/worker/runner/sandboxinit/nsenter" // an init that enters its namespaces itself
 	"github.com/kiln-build/kiln/wrapper/ccd"
 	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/rpcstatus"
 	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
+	"github.com/kiln-build/kiln/worker/runner/sandboxinit/nsenter"
 )
 
 // DefaultSandboxID is the uid and gid that actions run as when the worker
@@ -53,8 +54,12 @@ type SandboxConfig struct {
 	HidePaths []string
 	// Init is the binary started as each action's init: one whose main
 	// calls sandboxinit.MaybeRun (or MaybeRunInit) first. "" means the
-	// running binary. A small binary starts faster.
+	// running binary. A small binary starts faster, and one that imports
+	// sandboxinit/nsenter starts without a fork of the worker.
 	Init string
+	// CloneNamespaces starts every init in its namespaces with clone(2),
+	// as if the init binary lacked sandboxinit/nsenter (for tests).
+	CloneNamespaces bool
 }
 
 // Sandbox runs each command in new user, mount, PID, network, IPC, UTS
@@ -91,6 +96,10 @@ type Sandbox struct {
 	uidMap, gidMap []syscall.SysProcIDMap
 	// exe is the binary started as the init: cfg.Init, else this one.
 	exe string
+	// nsenter: the init enters its namespaces itself (package nsenter)
+	// and is started with vfork; else with clone and the namespace flags,
+	// which forks the whole worker.
+	nsenter bool
 }
 
 var _ Runner = (*Sandbox)(nil)
@@ -135,10 +144,82 @@ func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 		s.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.UID, Size: 1}}
 		s.gidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.GID, Size: 1}}
 	}
-	if err := s.probe(); err != nil {
+	// An init binary without nsenter fails the probe that asks it to
+	// enter its namespaces itself; it can still be cloned into them.
+	s.nsenter = !cfg.CloneNamespaces
+	err := s.probe()
+	if err != nil && s.nsenter {
+		s.nsenter = false
+		err = s.probe()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("sandbox unavailable: %w", err)
 	}
 	return s, nil
+}
+
+// EntersNamespaces reports whether the init enters its namespaces itself
+// (package nsenter) rather than being cloned into them.
+func (s *Sandbox) EntersNamespaces() bool { return s.nsenter }
+
+// socketPair returns the worker's end (non-blocking, so that reads can
+// time out) and the init's end of a Unix socket pair.
+func socketPair() (ours, theirs *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "nsenter"), os.NewFile(uintptr(fds[1]), "nsenter-init"), nil
+}
+
+// nsenterTimeout bounds the wait for an init to unshare.
+const nsenterTimeout = 10 * time.Second
+
+// mapIDs waits for the init at pid to unshare its namespaces, writes its
+// uid and gid maps as clone would, and lets it go on.
+func (s *Sandbox) mapIDs(sync *os.File, pid int) error {
+	sync.SetDeadline(time.Now().Add(nsenterTimeout))
+	b := make([]byte, 1)
+	if n, err := sync.Read(b); n != 1 || b[0] != 'u' {
+		return fmt.Errorf("the init did not enter its namespaces (%v): does the init binary import sandboxinit/nsenter?", err)
+	}
+	write := func(name, data string) error {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, name), []byte(data), 0); err != nil {
+			return fmt.Errorf("write the init's %s: %w", name, err)
+		}
+		return nil
+	}
+	setgroups := "deny"
+	if s.root {
+		setgroups = "allow"
+	}
+	if err := write("uid_map", formatIDMap(s.uidMap)); err != nil {
+		return err
+	}
+	if err := write("setgroups", setgroups); err != nil {
+		return err
+	}
+	if err := write("gid_map", formatIDMap(s.gidMap)); err != nil {
+		return err
+	}
+	if _, err := sync.Write([]byte{'m'}); err != nil {
+		return fmt.Errorf("tell the init its maps are written: %w", err)
+	}
+	return nil
+}
+
+// formatIDMap renders m as /proc/PID/uid_map takes it.
+func formatIDMap(m []syscall.SysProcIDMap) string {
+	var b strings.Builder
+	for _, e := range m {
+		fmt.Fprintf(&b, "%d %d %d\n", e.ContainerID, e.HostID, e.Size)
+	}
+	return b.String()
 }
 
 // checkHardLimits checks that no limit is above the worker's own hard
@@ -446,6 +527,21 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
+	var sync *os.File
+	if s.nsenter {
+		// The init unshares and waits for its maps on fd 5 (package
+		// nsenter); started with no namespace flags, it is vforked.
+		ours, theirs, err := socketPair()
+		if err != nil {
+			return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
+		}
+		defer ours.Close()
+		defer theirs.Close()
+		sync = ours
+		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs) // fd 5
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%x", nsenter.Env, flags))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
 	// Pdeathsig fires when the thread that forked the child exits; pin
 	// this goroutine's thread so the runtime cannot retire it meanwhile.
 	runtime.LockOSThread()
@@ -456,6 +552,14 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 		return Result{}, status.Errorf(codes.Internal, "sandbox: start the init: %v", err)
 	}
 	pid := cmd.Process.Pid
+	if sync != nil {
+		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		if err := s.mapIDs(sync, pid); err != nil {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			_ = cmd.Wait()
+			return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
+		}
+	}
 	specR.Close()
 	reportW.Close()
 	reportc := make(chan []byte, 1)
@@ -480,6 +584,13 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 			}
 		}
 	}()
+	// stop ends the action: SIGKILL to an init the worker cloned; to one
+	// that entered its namespaces itself, SIGTERM, on which its first
+	// process kills it and exits once the PID namespace is gone.
+	stop := func() { _ = unix.Kill(pid, unix.SIGKILL) }
+	if s.nsenter {
+		stop = func() { _ = unix.Kill(pid, unix.SIGTERM) }
+	}
 	var timeout <-chan time.Time
 	if req.Timeout > 0 {
 		t := time.NewTimer(req.Timeout)
@@ -491,11 +602,11 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 	case <-exited:
 	case <-timeout:
 		res.TimedOut = true
-		_ = unix.Kill(pid, unix.SIGKILL) // the PID namespace dies with its init
+		stop() // the PID namespace dies with its init
 		<-exited
 	case <-ctx.Done():
 		ctxErr = rpcstatus.FromContext(ctx)
-		_ = unix.Kill(pid, unix.SIGKILL)
+		stop()
 		<-exited
 	}
 	res.Finished = time.Now()

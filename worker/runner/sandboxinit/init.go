@@ -137,6 +137,14 @@ func MaybeRun() {
 // runInit reads the spec on fd 3, runs it and writes the report on fd 4.
 // Its stdout and stderr are the action's.
 func runInit() int {
+	// Set up mounts as anything but PID 1 of a new PID namespace and it
+	// would be the host's mounts: an init asked to enter its namespaces
+	// itself (package nsenter) whose binary lacks nsenter gets here
+	// without any.
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "kiln sandbox init: not PID 1 of a new PID namespace (an init that should enter its namespaces must import sandboxinit/nsenter)")
+		return 2
+	}
 	specFile := os.NewFile(3, "spec")
 	reportFile := os.NewFile(4, "report")
 	if specFile == nil || reportFile == nil {
