@@ -12,7 +12,8 @@
 #   kiln     ./configure CC="kiln cc gcc"          (the C fast path; the default)
 #   kiln-go  the same with KILN_FASTPATH=0         (the Go front for every call)
 #   ccache   ./configure CC="ccache gcc"           (when ccache is installed)
-# and prints the medians, each against plain, and kiln's counters for the last kiln run.
+# and prints the medians, each against plain, and kiln's counters. VARIANTS="plain kiln"
+# runs only those.
 # No server is needed: every call a configure script makes is decided locally.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,8 +47,12 @@ timed() {
 	echo "$e - $s" | bc -l
 }
 
-variants=(plain kiln kiln-go)
-command -v ccache >/dev/null && variants+=(ccache)
+if [ -n "${VARIANTS:-}" ]; then
+	read -r -a variants <<<"$VARIANTS"
+else
+	variants=(plain kiln kiln-go)
+	command -v ccache >/dev/null && variants+=(ccache)
+fi
 envof() {
 	case $1 in
 	plain) echo CC=gcc ;;
@@ -76,13 +81,15 @@ for src in "${srcs[@]}"; do
 	done
 	plain=$(median ${runs[plain]})
 	calls=$("$kiln" stats --json | sed -n 's/.*"requests": *\([0-9]*\).*/\1/p')
-	printf '\nconfigure of %s: %d runs each, %s compiler calls per kiln run\n' "$(basename "$src")" "$reps" "$((calls / (2 * reps)))"
+	nk=0
+	for v in "${variants[@]}"; do case $v in kiln*) nk=$((nk + 1)) ;; esac; done
+	printf '\nconfigure of %s: %d runs each, %s compiler calls per kiln run\n' "$(basename "$src")" "$reps" "$((calls / (nk * reps > 0 ? nk * reps : 1)))"
 	printf '  %-8s %8s %8s   %s\n' "" seconds "vs plain" "runs"
 	for v in "${variants[@]}"; do
 		m=$(median ${runs[$v]})
 		printf '  %-8s %8.3f %+7.1f%%  %s\n' "$v" "$m" "$(echo "100 * ($m - $plain) / $plain" | bc -l)" "${runs[$v]}"
 	done
-	echo "  kiln stats (both kiln variants):"
+	echo "  kiln stats (all kiln runs):"
 	"$kiln" stats | grep -E '^(requests|local compiles|  [a-z_]+ |fallbacks|time in wrapper)' | sed 's/^/    /'
 	unset runs
 done

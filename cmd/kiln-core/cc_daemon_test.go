@@ -26,17 +26,31 @@ func daemonPID(sock string) int {
 	return 0
 }
 
+// remoteFixture is a server, the test project, one compile of it and
+// gcc's outputs for that compile.
+type remoteFixture struct {
+	env              *ccEnv
+	dir, obj, dep    string
+	args             []string
+	wantObj, wantDep []byte
+}
+
+func newRemoteFixture(t *testing.T) *remoteFixture {
+	needGCC(t)
+	f := &remoteFixture{dir: project(t), obj: filepath.Join("obj", "a.o"), dep: filepath.Join("obj", "a.d")}
+	addr := startKilnServer(t)
+	f.args = compileArgs(f.dir, "a", f.obj, "-O2")
+	f.wantObj, f.wantDep = compileLocally(t, f.dir, f.obj, f.dep, f.args...)
+	f.env = newCCEnv(t, addr, "KILN_FORCE_REMOTE=1")
+	return f
+}
+
 // TestCCDaemon checks that remote compiles go through one daemon per user
 // and that whatever happens to the daemon (off, killed, stopped), a compile
 // still gives gcc's object.
 func TestCCDaemon(t *testing.T) {
-	needGCC(t)
-	addr := startKilnServer(t)
-	dir := project(t)
-	obj, dep := filepath.Join("obj", "a.o"), filepath.Join("obj", "a.d")
-	args := compileArgs(dir, "a", obj, "-O2")
-	wantObj, wantDep := compileLocally(t, dir, obj, dep, args...)
-	e := newCCEnv(t, addr, "KILN_FORCE_REMOTE=1")
+	f := newRemoteFixture(t)
+	e, dir, obj, dep, args, wantObj, wantDep := f.env, f.dir, f.obj, f.dep, f.args, f.wantObj, f.wantDep
 	compile := func(t *testing.T, e *ccEnv) time.Duration {
 		t.Helper()
 		os.Remove(filepath.Join(dir, obj))

@@ -170,13 +170,8 @@ func TestFastPathThroughDaemon(t *testing.T) {
 	// cannot decide itself, without starting the Go runtime: with
 	// GODEBUG=inittrace=1 a Go program prints its package initialisation,
 	// so an empty stderr shows that no Go front ran.
-	needGCC(t)
-	addr := startKilnServer(t)
-	dir := project(t)
-	obj, dep := filepath.Join("obj", "a.o"), filepath.Join("obj", "a.d")
-	args := compileArgs(dir, "a", obj, "-O2")
-	wantObj, wantDep := compileLocally(t, dir, obj, dep, args...)
-	e := newCCEnv(t, addr, "KILN_FORCE_REMOTE=1")
+	f := newRemoteFixture(t)
+	e, dir, obj, dep, args, wantObj, wantDep := f.env, f.dir, f.obj, f.dep, f.args, f.wantObj, f.wantDep
 	compile := func(extra []string, args ...string) string {
 		t.Helper()
 		os.Remove(filepath.Join(dir, obj))

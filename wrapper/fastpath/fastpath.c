@@ -573,33 +573,31 @@ static void out_all(int fd, const char *p, size_t n) {
 	}
 }
 
+// exec_with replaces the process with prog, its arguments lead (nlead of
+// them) then args; on failure it says why and exits with code.
+static void exec_with(const char *prog, char *const *lead, int nlead, int nargs, char **args, char **envp, int code) {
+	char **argv = malloc(sizeof(char *) * (size_t)(nlead + nargs + 1));
+	if (argv) {
+		memcpy(argv, lead, sizeof(char *) * (size_t)nlead);
+		memcpy(argv + nlead, args, sizeof(char *) * (size_t)nargs);
+		argv[nlead + nargs] = NULL;
+		execve(prog, argv, envp);
+	}
+	fprintf(stderr, "kiln: exec %s: %s\n", prog, strerror(errno));
+	_exit(code);
+}
+
 // exec_compiler replaces the process with the compiler at path.
 static void exec_compiler(const char *path, int nargs, char **args, char **envp) {
-	char **argv = malloc(sizeof(char *) * (size_t)(nargs + 2));
-	if (argv) {
-		argv[0] = (char *)path;
-		memcpy(argv + 1, args, sizeof(char *) * (size_t)nargs);
-		argv[nargs + 1] = NULL;
-		execve(path, argv, envp);
-	}
-	fprintf(stderr, "kiln: exec %s: %s\n", path, strerror(errno));
-	_exit(127);
+	char *const lead[] = {(char *)path};
+	exec_with(path, lead, 1, nargs, args, envp, 127);
 }
 
 // exec_core hands the compile to `kiln-core cc PATH ARGS`, as the Go front
 // does when the daemon fails it.
 static void exec_core(const char *core, const char *path, int nargs, char **args, char **envp) {
-	char **argv = malloc(sizeof(char *) * (size_t)(nargs + 4));
-	if (argv) {
-		argv[0] = (char *)core;
-		argv[1] = "cc";
-		argv[2] = (char *)path;
-		memcpy(argv + 3, args, sizeof(char *) * (size_t)nargs);
-		argv[nargs + 3] = NULL;
-		execve(core, argv, envp);
-	}
-	fprintf(stderr, "kiln: %s: %s\n", core, strerror(errno));
-	_exit(1);
+	char *const lead[] = {(char *)core, "cc", (char *)path};
+	exec_with(core, lead, 3, nargs, args, envp, 1);
 }
 
 // via_daemon sends a compile the fast path cannot decide to the user's
