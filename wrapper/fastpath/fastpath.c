@@ -194,7 +194,7 @@ int kiln_conftest(const char *source, const char *output) {
 	const char *slash = strrchr(output, '/');
 	char head[PATH_MAX];
 	size_t hlen = slash ? (size_t)(slash - output) + 1 : 0;
-	if (copy_n(output, hlen, head, sizeof head) < 0 || kiln_clean(head, dir, sizeof dir) < 0) return 1; // absurdly long: local is safe
+	if (copy_n(output, hlen, head, sizeof head) < 0 || kiln_clean(head, dir, sizeof dir) < 0) return 0; // kiln_decide keeps tokens shorter
 	if (any_component(dir, is_cmtc)) return 1;
 	// A component "CMakeFiles" followed by "CMakeTmp" or "CMakeScratch"
 	// that is not the last.
@@ -243,7 +243,8 @@ static const struct kiln_opt *find_prefix(const char *tok) {
 const char *kiln_decide(const char *compiler, int argc, char *const *args) {
 	if (!kiln_kind_known(compiler)) return NULL;
 	for (int i = 0; i < argc; i++) {
-		if (args[i][0] == '@') return NULL; // response files: the Go side expands them
+		if (args[i][0] == '@') return NULL;                // response files: the Go side expands them
+		if (strlen(args[i]) >= PATH_MAX) return NULL; // beyond the buffers below: the Go side decides
 	}
 	int query = 0, e = 0, m = 0, mm = 0, c = 0, s = 0, inputs = 0, has_output = 0;
 	const char *input = "", *output = "";
