@@ -45,12 +45,46 @@ func newRemoteFixture(t *testing.T) *remoteFixture {
 	return f
 }
 
+// waitGone waits until the killed daemon of sock has released its files:
+// its lock file can be taken. Its command line and its main thread's state
+// change earlier, while other threads still hold the listening socket (a
+// client may then connect to a dying daemon) and the lock (a new daemon
+// would fail to take it).
+func waitGone(t *testing.T, sock string) {
+	t.Helper()
+	f, err := os.OpenFile(sock+".lock", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			return
+		}
+	}
+	t.Fatal("the killed daemon still holds its lock")
+}
+
+// waitDaemon returns the pid of the daemon serving sock, waiting for it
+// to appear (a loaded machine may have done the compile without a daemon
+// slow to start), 0 if none does.
+func waitDaemon(sock string) int {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if pid := daemonPID(sock); pid != 0 || time.Now().After(deadline) {
+			return pid
+		}
+	}
+}
+
 // TestCCDaemon checks that remote compiles go through one daemon per user
 // and that whatever happens to the daemon (off, killed, stopped), a compile
 // still gives gcc's object.
 func TestCCDaemon(t *testing.T) {
 	f := newRemoteFixture(t)
 	e, dir, obj, dep, args, wantObj, wantDep := f.env, f.dir, f.obj, f.dep, f.args, f.wantObj, f.wantDep
+	kilnLog := filepath.Join(t.TempDir(), "kiln.log")
+	e.env = append(e.env, "KILN_LOG="+kilnLog)
 	compile := func(t *testing.T, e *ccEnv) time.Duration {
 		t.Helper()
 		os.Remove(filepath.Join(dir, obj))
@@ -94,15 +128,14 @@ func TestCCDaemon(t *testing.T) {
 			t.Fatal("no daemon to kill")
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
-		for daemonPID(sock) == pid {
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitGone(t, sock)
 		if _, err := os.Stat(sock); err != nil {
 			t.Fatalf("socket: %v", err)
 		}
 		compile(t, e)
-		if pid = daemonPID(sock); pid == 0 {
-			t.Fatal("no new daemon")
+		if pid = waitDaemon(sock); pid == 0 {
+			klog, _ := os.ReadFile(kilnLog)
+			t.Fatalf("no new daemon; kiln log:\n%s", klog)
 		}
 	})
 	t.Run("NoInheritedDescriptors", func(t *testing.T) {
@@ -112,9 +145,7 @@ func TestCCDaemon(t *testing.T) {
 			t.Fatal("no daemon to kill")
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
-		for daemonPID(sock) == pid {
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitGone(t, sock)
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -127,15 +158,12 @@ func TestCCDaemon(t *testing.T) {
 			t.Fatalf("kiln cc: %v %s", err, out)
 		}
 		w.Close()
-		// On a loaded machine the compile may have gone on without a
-		// daemon slow to start; it still appears.
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if pid = daemonPID(sock); pid != 0 || time.Now().After(deadline) {
-				break
-			}
-		}
-		if pid == 0 {
-			t.Fatal("no new daemon")
+		if pid = waitDaemon(sock); pid == 0 {
+			log, _ := os.ReadFile(filepath.Join(e.cache, "kiln", "cc", "daemon.log"))
+			procs, _ := exec.Command("sh", "-c", "ps -eo pid,stat,args | grep -v grep | grep -e cc-daemon -e kiln").CombinedOutput()
+			socks, _ := filepath.Glob(filepath.Join(e.cache, "kiln", "cc", "daemon-*"))
+			klog, _ := os.ReadFile(kilnLog)
+			t.Fatalf("no new daemon; daemon.log:\n%s\nkiln log:\n%s\nprocesses:\n%s\nfiles: %v\nstats %+v", log, klog, procs, socks, e.stats())
 		}
 		r.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if n, err := r.Read(make([]byte, 1)); err != io.EOF {
