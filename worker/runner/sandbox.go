@@ -527,17 +527,16 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
-	var sync *os.File
+	var sync, theirs *os.File
 	if s.nsenter {
 		// The init unshares and waits for its maps on fd 5 (package
 		// nsenter); started with no namespace flags, it is vforked.
-		ours, theirs, err := socketPair()
-		if err != nil {
+		var err error
+		if sync, theirs, err = socketPair(); err != nil {
 			return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
 		}
-		defer ours.Close()
+		defer sync.Close()
 		defer theirs.Close()
-		sync = ours
 		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs) // fd 5
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%x", nsenter.Env, flags))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -553,7 +552,7 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 	}
 	pid := cmd.Process.Pid
 	if sync != nil {
-		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		theirs.Close() // the init's copy is enough
 		if err := s.mapIDs(sync, pid); err != nil {
 			_ = unix.Kill(pid, unix.SIGKILL)
 			_ = cmd.Wait()

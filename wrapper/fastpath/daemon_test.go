@@ -57,7 +57,7 @@ func TestEncodeRequestAgrees(t *testing.T) {
 	}
 }
 
-func answerFrames(t testing.TB, accept time.Duration, resp *ccd.Response) []byte {
+func answerFrames(accept time.Duration, resp *ccd.Response) []byte {
 	var b bytes.Buffer
 	if accept > 0 {
 		ccd.WriteAccept(&b, accept)
@@ -69,7 +69,7 @@ func answerFrames(t testing.TB, accept time.Duration, resp *ccd.Response) []byte
 }
 
 func TestDecodeAnswerAgrees(t *testing.T) {
-	data := answerFrames(t, 1500*time.Millisecond, &ccd.Response{Exit: 3, Local: true, Stdout: []byte("o\x00ut"), Stderr: []byte("warn"), Error: "e"})
+	data := answerFrames(1500*time.Millisecond, &ccd.Response{Exit: 3, Local: true, Stdout: []byte("o\x00ut"), Stderr: []byte("warn"), Error: "e"})
 	n := binary.BigEndian.Uint32(data)
 	a, ok := fastpath.DecodeAnswer(data[4 : 4+n])
 	if !ok || a.Kind != 1 || a.Wait != 1500*time.Millisecond {
@@ -80,15 +80,15 @@ func TestDecodeAnswerAgrees(t *testing.T) {
 	if !ok || a != (fastpath.Answer{Kind: 2, Exit: 3, Local: true, Stdout: "o\x00ut", Stderr: "warn", Err: "e"}) {
 		t.Fatalf("response: %+v %v", a, ok)
 	}
-	neg := answerFrames(t, 0, &ccd.Response{Exit: -2})
+	neg := answerFrames(0, &ccd.Response{Exit: -2})
 	if a, ok := fastpath.DecodeAnswer(neg[4:]); !ok || a.Exit != -2 {
 		t.Fatalf("negative exit: %+v %v", a, ok)
 	}
 }
 
 func FuzzDecodeAnswer(f *testing.F) {
-	f.Add(answerFrames(f, 0, &ccd.Response{Exit: 1, Stdout: []byte("x")})[4:])
-	f.Add(answerFrames(f, time.Second, nil)[4:])
+	f.Add(answerFrames(0, &ccd.Response{Exit: 1, Stdout: []byte("x")})[4:])
+	f.Add(answerFrames(time.Second, nil)[4:])
 	f.Add([]byte("R\x00\x00\x00\x00\x02"))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		// Go reads the payload as a frame, followed by a valid response
@@ -96,7 +96,7 @@ func FuzzDecodeAnswer(f *testing.F) {
 		var in bytes.Buffer
 		binary.Write(&in, binary.BigEndian, uint32(len(payload)))
 		in.Write(payload)
-		in.Write(answerFrames(t, 0, &ccd.Response{Exit: 7}))
+		in.Write(answerFrames(0, &ccd.Response{Exit: 7}))
 		resp, goErr := ccd.ReadResponse(&in, func(time.Time) error { return nil }, time.Now)
 		a, ok := fastpath.DecodeAnswer(payload)
 		if ok != (goErr == nil) {

@@ -93,38 +93,27 @@ static const char *base_of(const char *p, size_t *blen) {
 		*blen = 1;
 		return "/";
 	}
-	size_t i = len;
-	while (i > 0 && p[i - 1] != '/') i--;
-	*blen = len - i;
-	return p + i;
+	const char *slash = memrchr(p, '/', len);
+	const char *b = slash ? slash + 1 : p;
+	*blen = len - (size_t)(b - p);
+	return b;
 }
 
 // The stem of path.Base(p): without path.Ext.
 static void stem_of(const char *p, const char **stem, size_t *slen) {
 	size_t blen;
 	const char *b = base_of(p, &blen);
-	size_t e = blen;
-	for (size_t i = blen; i > 0; i--) {
-		if (b[i - 1] == '.') {
-			e = i - 1;
-			break;
-		}
-	}
+	const char *dot = memrchr(b, '.', blen);
 	*stem = b;
-	*slen = e;
+	*slen = dot ? (size_t)(dot - b) : blen;
 }
 
 // cmdline.trimVersion and KindOf.
 int kiln_kind_known(const char *path) {
 	size_t len;
 	const char *b = base_of(path, &len);
-	size_t dash = len;
-	for (size_t i = len; i > 0; i--) {
-		if (b[i - 1] == '-') {
-			dash = i - 1;
-			break;
-		}
-	}
+	const char *d = memrchr(b, '-', len);
+	size_t dash = d ? (size_t)(d - b) : len;
 	if (dash < len && dash + 1 < len && b[dash + 1] >= '0' && b[dash + 1] <= '9') {
 		int version = 1;
 		for (size_t i = dash + 1; i < len; i++) {

@@ -30,6 +30,17 @@ func cstrings(ss []string) (arr **C.char, free func()) {
 	}
 }
 
+// outString gives fill an output buffer of n bytes and returns what it
+// wrote there; ok false when fill reports failure (a negative result).
+func outString(n int, fill func(out *C.char, n C.size_t) C.int) (string, bool) {
+	out := (*C.char)(C.malloc(C.size_t(n)))
+	defer C.free(unsafe.Pointer(out))
+	if fill(out, C.size_t(n)) < 0 {
+		return "", false
+	}
+	return C.GoString(out), true
+}
+
 // optional returns s as a C string, NULL when !ok.
 func optional(s string, ok bool) *C.char {
 	if !ok {
@@ -64,12 +75,7 @@ func KindKnown(path string) bool {
 func Clean(p string, n int) (string, bool) {
 	in := C.CString(p)
 	defer C.free(unsafe.Pointer(in))
-	out := (*C.char)(C.malloc(C.size_t(n)))
-	defer C.free(unsafe.Pointer(out))
-	if C.kiln_clean(in, out, C.size_t(n)) < 0 {
-		return "", false
-	}
-	return C.GoString(out), true
+	return outString(n, func(out *C.char, n C.size_t) C.int { return C.kiln_clean(in, out, n) })
 }
 
 // Conftest is the C kiln_conftest.
@@ -89,12 +95,7 @@ func Resolve(name, pathEnv, selfReal, cwd string) (string, bool) {
 			C.free(unsafe.Pointer(p))
 		}
 	}()
-	out := (*C.char)(C.malloc(4096))
-	defer C.free(unsafe.Pointer(out))
-	if C.kiln_resolve(n, pe, self, dir, out, 4096) < 0 {
-		return "", false
-	}
-	return C.GoString(out), true
+	return outString(4096, func(out *C.char, size C.size_t) C.int { return C.kiln_resolve(n, pe, self, dir, out, size) })
 }
 
 // CacheDir is the C kiln_cache_dir; set says which variables are set.
@@ -102,24 +103,15 @@ func CacheDir(xdg string, xdgSet bool, home string, homeSet bool) (string, bool)
 	x, h := optional(xdg, xdgSet), optional(home, homeSet)
 	defer C.free(unsafe.Pointer(x))
 	defer C.free(unsafe.Pointer(h))
-	out := (*C.char)(C.malloc(4096))
-	defer C.free(unsafe.Pointer(out))
-	if C.kiln_cache_dir(x, h, out, 4096) < 0 {
-		return "", false
-	}
-	return C.GoString(out), true
+	return outString(4096, func(out *C.char, n C.size_t) C.int { return C.kiln_cache_dir(x, h, out, n) })
 }
 
 // JournalLine is the C kiln_journal_line.
 func JournalLine(reason string, nanos int64) string {
 	r := C.CString(reason)
 	defer C.free(unsafe.Pointer(r))
-	out := (*C.char)(C.malloc(128))
-	defer C.free(unsafe.Pointer(out))
-	if C.kiln_journal_line(r, C.longlong(nanos), out, 128) < 0 {
-		return ""
-	}
-	return C.GoString(out)
+	line, _ := outString(128, func(out *C.char, n C.size_t) C.int { return C.kiln_journal_line(r, C.longlong(nanos), out, n) })
+	return line
 }
 
 // MaxMessage and AcceptTimeout are the C side's copies of wrapper/ccd's.
@@ -133,12 +125,9 @@ func SocketPath(cache, core string, size, mtimeNanos int64) (string, bool) {
 	c, k := C.CString(cache), C.CString(core)
 	defer C.free(unsafe.Pointer(c))
 	defer C.free(unsafe.Pointer(k))
-	out := (*C.char)(C.malloc(4096))
-	defer C.free(unsafe.Pointer(out))
-	if C.kiln_socket_path(c, k, C.longlong(size), C.longlong(mtimeNanos), out, 4096) < 0 {
-		return "", false
-	}
-	return C.GoString(out), true
+	return outString(4096, func(out *C.char, n C.size_t) C.int {
+		return C.kiln_socket_path(c, k, C.longlong(size), C.longlong(mtimeNanos), out, n)
+	})
 }
 
 // EncodeRequest is the C kiln_encode_request: a whole frame.
