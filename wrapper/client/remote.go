@@ -174,12 +174,7 @@ func (w *Wrapper) remote(ctx context.Context, path, name string, args []string, 
 		}
 	}
 
-	tmp, err := os.MkdirTemp("", "kiln-cc-")
-	if err != nil {
-		return w.fallback(path, name, args, "local_io", err)
-	}
-	defer os.RemoveAll(tmp)
-	act, err := w.prepare(tmp, path, cwd, tree, inv)
+	act, err := w.prepare(path, cwd, tree, inv)
 	if err != nil {
 		return w.fallback(path, name, args, classify(ctx, err).reason, err)
 	}
@@ -258,7 +253,7 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration
 
 // prepare preprocesses the source and builds the action. A nil action
 // with a nil error means the preprocessor failed.
-func (w *Wrapper) prepare(tmp, path, cwd string, tree *toolchain.Tree, inv *cmdline.Invocation) (*action, error) {
+func (w *Wrapper) prepare(path, cwd string, tree *toolchain.Tree, inv *cmdline.Invocation) (*action, error) {
 	fn := tree.Root.Function()
 	act := &action{inv: inv, outputs: remoteOutputs(inv)}
 	var data []byte
@@ -274,13 +269,13 @@ func (w *Wrapper) prepare(tmp, path, cwd string, tree *toolchain.Tree, inv *cmdl
 		}
 	} else {
 		if s, p, ok := directivesInput(inv, w.Config.BaseDir); ok {
-			if data, ok = w.preprocess(act, tmp, path, inv, true); ok {
+			if data, ok = w.preprocess(act, path, inv, true); ok {
 				directives, source, inputPath = true, s, p
 			}
 		}
 		if !directives {
 			var ok bool
-			if data, ok = w.preprocess(act, tmp, path, inv, false); !ok {
+			if data, ok = w.preprocess(act, path, inv, false); !ok {
 				return nil, nil
 			}
 		}
@@ -296,11 +291,7 @@ func (w *Wrapper) prepare(tmp, path, cwd string, tree *toolchain.Tree, inv *cmdl
 			prefixMap = inv.DebugPrefixMap() // checkout-specific anyway; see RemoteCompileArgs
 		}
 	}
-	iHost := filepath.Join(tmp, "send-"+iName)
-	if err := os.WriteFile(iHost, data, 0o644); err != nil {
-		return nil, &remoteError{"local_io", err}
-	}
-	input, err := tree.WithFiles(toolchain.File{Path: inputPath, HostPath: iHost, Digest: digest.FromBytes(fn, data)})
+	input, err := tree.WithFiles(toolchain.File{Path: inputPath, Data: data, Digest: digest.FromBytes(fn, data)})
 	if err != nil {
 		return nil, &remoteError{"toolchain", err}
 	}
@@ -377,26 +368,26 @@ func directivesInput(inv *cmdline.Invocation, baseDir string) (source, inputPath
 	return inv.Source, p, true
 }
 
-// preprocess runs the local preprocessor for act into tmp and returns its
-// output; false means it failed (the caller then lets the real compile
-// report why). With directives, only directives are processed
-// (-fdirectives-only) and gcc's built-in definitions, which the remote
-// compiler makes itself, are cut off the front.
-func (w *Wrapper) preprocess(act *action, tmp, path string, inv *cmdline.Invocation, directives bool) ([]byte, bool) {
-	iPath := filepath.Join(tmp, inputBase+inv.Language.PreprocessedExt())
-	args := inv.PreprocessArgs(iPath)
+// preprocess runs the local preprocessor for act and returns its output,
+// read from its stdout: no file is made for it (on a filesystem that
+// recycles inodes slowly, creating and removing a directory and a file per
+// compile cost more CPU than the rest of the daemon's work). False means it
+// failed (the caller then lets the real compile report why). With
+// directives, only directives are processed (-fdirectives-only) and gcc's
+// built-in definitions, which the remote compiler makes itself, are cut
+// off the front.
+func (w *Wrapper) preprocess(act *action, path string, inv *cmdline.Invocation, directives bool) ([]byte, bool) {
+	args := inv.PreprocessArgs("-")
 	if directives {
 		args = append([]string{"-fdirectives-only"}, args...)
 	}
-	var stderr bytes.Buffer
-	code, err := w.child().Run(path, decide.Argv(path, args), nil, io.Discard, &stderr)
+	var stdout, stderr bytes.Buffer
+	stdout.Grow(preprocessedSizeHint)
+	code, err := w.child().Run(path, decide.Argv(path, args), nil, &stdout, &stderr)
 	if err != nil || code != 0 {
 		return nil, false
 	}
-	data, err := os.ReadFile(iPath)
-	if err != nil {
-		return nil, false
-	}
+	data := stdout.Bytes()
 	if directives {
 		i := bytes.Index(data, []byte("\n# 0 \"<command-line>\"\n"))
 		if i < 0 {
@@ -407,6 +398,10 @@ func (w *Wrapper) preprocess(act *action, tmp, path string, inv *cmdline.Invocat
 	act.ppStderr = stderr.Bytes()
 	return data, true
 }
+
+// preprocessedSizeHint is the stdout buffer's first size: most
+// preprocessed C files fit (zlib's are 20-100 KiB, C++ ones are larger).
+const preprocessedSizeHint = 256 << 10
 
 // lookup asks the action cache for act's result, with stdout, stderr and
 // the outputs inlined (the server inlines what fits).

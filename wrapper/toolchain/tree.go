@@ -21,8 +21,12 @@ type File struct {
 	// relative, the host's absolute path without its leading '/'
 	// ("usr/lib/gcc/x86_64-linux-gnu/12/cc1").
 	Path string
-	// HostPath is where the content is on this machine.
+	// HostPath is where the content is on this machine; empty when the
+	// content is Data.
 	HostPath string
+	// Data is the content of a file that exists only in memory (the
+	// preprocessed source of a compile), when HostPath is empty.
+	Data []byte
 	// Digest is the content's digest.
 	Digest digest.Digest
 	// Executable is the REAPI is_executable bit: any execute bit on the
@@ -121,7 +125,8 @@ func (t *Tree) WithFiles(extra ...File) (*Tree, error) {
 }
 
 // Blobs returns every blob of the tree for upload, each digest once, in
-// digest order: directories with their data, files by host path.
+// digest order: directories with their data, files by host path or with
+// their data.
 func (t *Tree) Blobs() []casclient.Blob {
 	seen := make(map[digest.Digest]bool, len(t.Directories)+len(t.Files))
 	var out []casclient.Blob
@@ -134,7 +139,7 @@ func (t *Tree) Blobs() []casclient.Blob {
 	for _, f := range t.Files {
 		if !seen[f.Digest] {
 			seen[f.Digest] = true
-			out = append(out, casclient.Blob{Digest: f.Digest, Path: f.HostPath})
+			out = append(out, casclient.Blob{Digest: f.Digest, Path: f.HostPath, Data: f.Data})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Digest.String() < out[j].Digest.String() })
