@@ -78,14 +78,10 @@ func cpuTime() time.Duration {
 //	True        /bin/true in the same tree: all but the compiler's work
 //	TrueMinimal /bin/true with only itself, libc and the loader
 //
-// Compile minus True is the compiler. True minus TrueMinimal is more than
-// what the toolchain's inputs cost (BenchmarkMaterialize measures that):
-// the sandbox starts its init with CLONE_NEWUSER, for which Go forks
-// without vfork and copies the page tables of this process, whose
-// in-memory CAS holds the toolchain; /bin/true in a sandbox took 10-13 ms
-// more per action with 300 MB of live heap in the worker's process (as in
-// kiln server's in-process worker with a memory store). KILN_BINARY=path
-// uses that kiln binary as the sandbox's init, as kiln worker does.
+// Compile minus True is the compiler; True minus TrueMinimal is what the
+// toolchain's inputs cost (BenchmarkMaterialize measures their part on
+// the worker's side). KILN_BINARY=path uses that kiln binary as the
+// sandbox's init, as kiln worker does.
 func BenchmarkToolchainAction(b *testing.B) {
 	cases := []struct {
 		name string

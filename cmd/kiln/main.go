@@ -27,8 +27,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/sibling"
-	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
-	_ "github.com/kiln-build/kiln/worker/runner/sandboxinit/nsenter" // an init that enters its namespaces itself
+	"github.com/kiln-build/kiln/worker/runner/sandboxinit" // its C init runs before main
 	"github.com/kiln-build/kiln/wrapper/ccd"
 	"github.com/kiln-build/kiln/wrapper/cmdline"
 	"github.com/kiln-build/kiln/wrapper/config"
@@ -41,8 +40,8 @@ import (
 const coreName = "kiln-core"
 
 func main() {
-	// A sandboxed action's init is a copy of this binary (see
-	// worker/runner/sandboxinit): it never returns from here.
+	// A sandboxed action's init is this binary (see
+	// worker/runner/sandboxinit), whose C part never lets it get here.
 	sandboxinit.MaybeRun()
 	args := os.Args[1:]
 	if base := filepath.Base(os.Args[0]); base != "kiln" && cmdline.KindOf(base) != cmdline.KindUnknown {

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/kiln-build/kiln/internal/rpcstatus"
 	"github.com/kiln-build/kiln/worker/runner/sandboxinit"
-	"github.com/kiln-build/kiln/worker/runner/sandboxinit/nsenter"
 )
 
 // DefaultSandboxID is the uid and gid that actions run as when the worker
@@ -52,14 +50,11 @@ type SandboxConfig struct {
 	// that do not exist when an action runs are skipped. Hermetic mode
 	// shows nothing of the host anyway.
 	HidePaths []string
-	// Init is the binary started as each action's init: one whose main
-	// calls sandboxinit.MaybeRun (or MaybeRunInit) first. "" means the
-	// running binary. A small binary starts faster, and one that imports
-	// sandboxinit/nsenter starts without a fork of the worker.
+	// Init is the binary started as each action's init: one that links
+	// package sandboxinit (built with cgo) and whose main calls
+	// sandboxinit.MaybeRun (or MaybeRunInit) first. "" means the running
+	// binary. A small binary starts faster.
 	Init string
-	// CloneNamespaces starts every init in its namespaces with clone(2),
-	// as if the init binary lacked sandboxinit/nsenter (for tests).
-	CloneNamespaces bool
 }
 
 // Sandbox runs each command in new user, mount, PID, network, IPC, UTS
@@ -67,9 +62,10 @@ type SandboxConfig struct {
 // action's platform properties ask for (see PropertySandbox and
 // PropertyNetwork).
 //
-// How: Run starts a copy of the running binary (/proc/self/exe) as the
-// namespaces' init; MaybeRunInit, called first thing in main, turns that
-// copy into the init. The init builds the filesystem view, starts the
+// How: Run starts the init binary (by default the running one,
+// /proc/self/exe) with vfork and exec; its C part (see package
+// sandboxinit) takes over before its Go runtime would start, enters the
+// namespaces, and as their PID 1 builds the filesystem view, starts the
 // command as the sandbox user and waits for it, reaping orphans as PID 1
 // must. When the command exits, the init reports its status and exits,
 // and the kernel kills whatever the command left running in the PID
@@ -86,7 +82,8 @@ type SandboxConfig struct {
 // read-only to it.
 //
 // Result.Started is taken before the init starts: an action's run time
-// includes the sandbox's set-up and tear-down, 6-9 ms (BenchmarkRun).
+// includes the sandbox's set-up and tear-down, 8-10 ms more than a plain
+// process with the kiln command as the init (BenchmarkRun).
 type Sandbox struct {
 	cfg SandboxConfig
 	// root: the worker runs as root and the command as cfg.UID/GID with
@@ -96,18 +93,14 @@ type Sandbox struct {
 	uidMap, gidMap []syscall.SysProcIDMap
 	// exe is the binary started as the init: cfg.Init, else this one.
 	exe string
-	// nsenter: the init enters its namespaces itself (package nsenter)
-	// and is started with vfork; else with clone and the namespace flags,
-	// which forks the whole worker.
-	nsenter bool
 }
 
 var _ Runner = (*Sandbox)(nil)
 
 // NewSandbox checks cfg and that this binary can sandbox on this kernel:
 // it sets up both modes once, in a probe that runs no command. The error
-// says what is missing (user namespaces disabled, no MaybeRunInit in
-// main, a kernel older than 5.12, ...).
+// says what is missing (user namespaces disabled, an init binary built
+// without cgo, a kernel older than 5.12, ...).
 func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 	l := cfg.Limits
 	switch {
@@ -144,23 +137,11 @@ func NewSandbox(cfg SandboxConfig) (*Sandbox, error) {
 		s.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.UID, Size: 1}}
 		s.gidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.GID, Size: 1}}
 	}
-	// An init binary without nsenter fails the probe that asks it to
-	// enter its namespaces itself; it can still be cloned into them.
-	s.nsenter = !cfg.CloneNamespaces
-	err := s.probe()
-	if err != nil && s.nsenter {
-		s.nsenter = false
-		err = s.probe()
-	}
-	if err != nil {
+	if err := s.probe(); err != nil {
 		return nil, fmt.Errorf("sandbox unavailable: %w", err)
 	}
 	return s, nil
 }
-
-// EntersNamespaces reports whether the init enters its namespaces itself
-// (package nsenter) rather than being cloned into them.
-func (s *Sandbox) EntersNamespaces() bool { return s.nsenter }
 
 // socketPair returns the worker's end (non-blocking, so that reads can
 // time out) and the init's end of a Unix socket pair.
@@ -186,7 +167,7 @@ func (s *Sandbox) mapIDs(sync *os.File, pid int) error {
 	sync.SetDeadline(time.Now().Add(nsenterTimeout))
 	b := make([]byte, 1)
 	if n, err := sync.Read(b); n != 1 || b[0] != 'u' {
-		return fmt.Errorf("the init did not enter its namespaces (%v): does the init binary import sandboxinit/nsenter?", err)
+		return fmt.Errorf("the init did not enter its namespaces (%v): is the init binary built with cgo, linking package sandboxinit?", err)
 	}
 	write := func(name, data string) error {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, name), []byte(data), 0); err != nil {
@@ -477,7 +458,7 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 			}
 		}
 	}
-	data, err := json.Marshal(spec)
+	data, err := spec.MarshalBinary()
 	if err != nil {
 		return Result{}, status.Errorf(codes.Internal, "sandbox: encode the init's spec: %v", err)
 	}
@@ -498,48 +479,32 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 	if !opts.network {
 		flags |= unix.CLONE_NEWNET
 	}
+	sync, theirs, err := socketPair()
+	if err != nil {
+		return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
+	}
+	defer sync.Close()
+	defer theirs.Close()
 	cmd := &exec.Cmd{
 		// The binary that is running, even if its file was replaced.
 		Path: s.exe,
-		// initArg0 makes MaybeRunInit take over. The flag is for a test
-		// binary whose TestMain lacks MaybeRunInit: it then runs no test
-		// (rather than all of them, recursively) and the run fails for
-		// want of a report.
-		Args: []string{initArg0, "-test.run=^$"},
-		// The init allocates little and runs one goroutine: no GC, one
-		// P. This saves a third of its start (package initialization
-		// of the whole binary runs first, see MaybeRunInit). In a
-		// binary built with -race, GORACE keeps the race runtime from
-		// sleeping a second at exit.
-		Env:        []string{"GOGC=off", "GOMAXPROCS=1", "GORACE=atexit_sleep_ms=0"},
+		// initArg0 makes the C init take over; it unshares the
+		// namespaces of flags and waits for its maps on fd 5. The flag
+		// is for a test binary built without the C init: it then runs
+		// no test (rather than all of them, recursively) and the run
+		// fails for want of a report.
+		Args:       []string{initArg0, "-test.run=^$"},
+		Env:        []string{fmt.Sprintf("%s=%x", sandboxinit.Env, flags)},
 		Stdout:     stdout,
 		Stderr:     stderr,
-		ExtraFiles: []*os.File{specR, reportW}, // fds 3 and 4
+		ExtraFiles: []*os.File{specR, reportW, theirs}, // fds 3, 4 and 5
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags:                 flags,
-			UidMappings:                s.uidMap,
-			GidMappings:                s.gidMap,
-			GidMappingsEnableSetgroups: s.root,
 			// Out of the worker's process group: a ^C in the worker's
 			// terminal is the worker's business.
 			Setpgid: true,
 			// If the worker dies, the init dies, and with it the action.
 			Pdeathsig: syscall.SIGKILL,
 		},
-	}
-	var sync, theirs *os.File
-	if s.nsenter {
-		// The init unshares and waits for its maps on fd 5 (package
-		// nsenter); started with no namespace flags, it is vforked.
-		var err error
-		if sync, theirs, err = socketPair(); err != nil {
-			return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
-		}
-		defer sync.Close()
-		defer theirs.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs) // fd 5
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%x", nsenter.Env, flags))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	// Pdeathsig fires when the thread that forked the child exits; pin
 	// this goroutine's thread so the runtime cannot retire it meanwhile.
@@ -551,13 +516,11 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 		return Result{}, status.Errorf(codes.Internal, "sandbox: start the init: %v", err)
 	}
 	pid := cmd.Process.Pid
-	if sync != nil {
-		theirs.Close() // the init's copy is enough
-		if err := s.mapIDs(sync, pid); err != nil {
-			_ = unix.Kill(pid, unix.SIGKILL)
-			_ = cmd.Wait()
-			return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
-		}
+	theirs.Close() // the init's copy is enough
+	if err := s.mapIDs(sync, pid); err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		_ = cmd.Wait()
+		return Result{}, status.Errorf(codes.Internal, "sandbox: %v", err)
 	}
 	specR.Close()
 	reportW.Close()
@@ -583,13 +546,9 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 			}
 		}
 	}()
-	// stop ends the action: SIGKILL to an init the worker cloned; to one
-	// that entered its namespaces itself, SIGTERM, on which its first
-	// process kills it and exits once the PID namespace is gone.
-	stop := func() { _ = unix.Kill(pid, unix.SIGKILL) }
-	if s.nsenter {
-		stop = func() { _ = unix.Kill(pid, unix.SIGTERM) }
-	}
+	// stop ends the action: SIGTERM, on which the init's first process
+	// kills PID 1 and exits once the PID namespace is gone.
+	stop := func() { _ = unix.Kill(pid, unix.SIGTERM) }
 	var timeout <-chan time.Time
 	if req.Timeout > 0 {
 		t := time.NewTimer(req.Timeout)
@@ -612,14 +571,14 @@ func (s *Sandbox) start(ctx context.Context, req Request, spec initSpec, opts sa
 	waitErr := cmd.Wait()
 	raw := <-reportc
 
-	var rep initReport
-	if len(raw) == 0 || json.Unmarshal(raw, &rep) != nil {
+	rep, repErr := sandboxinit.UnmarshalReport(raw)
+	if repErr != nil {
 		if res.TimedOut || ctxErr != nil {
 			// Killed before the command ended: it died of the SIGKILL.
 			res.ExitCode, res.Signal = 128+int(unix.SIGKILL), unix.SignalName(unix.SIGKILL)
 			return res, ctxErr
 		}
-		return res, status.Errorf(codes.Internal, "sandbox: the init ended (%v) without a report; does main call runner.MaybeRunInit first?", waitErr)
+		return res, status.Errorf(codes.Internal, "sandbox: the init ended (%v) without a report (%v); is the init binary built with cgo?", waitErr, repErr)
 	}
 	if rep.Code != sandboxinit.CodeOK {
 		return Result{}, status.Error(codes.Code(rep.Code), rep.Message)

@@ -29,10 +29,10 @@ func BenchmarkRun(b *testing.B) {
 		{"SandboxHost", sb, runner.SandboxHost},
 		{"SandboxHermetic", sb, runner.SandboxHermetic},
 	}
-	// The init is a copy of the running binary, and its start includes
-	// the initialization of every package linked in: kiln's own binary
-	// links more than this test's. KILN_BINARY=path (a kiln built with
-	// go build, which calls MaybeRunInit) measures with it.
+	// The init is the running binary, whose C init runs before Go's
+	// runtime and packages would start: what the binary's size costs is
+	// its exec. KILN_BINARY=path (a kiln built with go build) measures
+	// with the kiln command, the init of kiln worker.
 	if exe := os.Getenv("KILN_BINARY"); exe != "" {
 		kb, err := runner.NewSandbox(sandboxConfig())
 		if err != nil {

@@ -18,9 +18,10 @@ type (
 
 const initArg0 = sandboxinit.Arg0
 
-// MaybeRunInit turns this process into a sandbox's init if Sandbox started
-// it as one, and then never returns; otherwise it returns at once. Call it
-// first thing in main (and in TestMain of tests that use a Sandbox).
+// MaybeRunInit is sandboxinit.MaybeRun: call it first thing in main (and in
+// TestMain of tests that use a Sandbox). In a binary built with cgo the
+// C init has already taken over a process started as an init; in one
+// without, it refuses to go on as one.
 func MaybeRunInit() { sandboxinit.MaybeRun() }
 
 // lookPath is sandboxinit.LookPath with its error as a gRPC status.

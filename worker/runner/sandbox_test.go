@@ -24,71 +24,45 @@ import (
 
 // sandboxConfig is the configuration of the tests: the default user when
 // the tests run as root, else the test's own.
-// With KILN_TEST_CLONE_NAMESPACES set (TestSandboxClonePath), the inits
-// are cloned into their namespaces rather than entering them themselves.
 func sandboxConfig() runner.SandboxConfig {
-	clone := os.Getenv("KILN_TEST_CLONE_NAMESPACES") != ""
 	if os.Geteuid() == 0 {
-		return runner.SandboxConfig{UID: runner.DefaultSandboxID, GID: runner.DefaultSandboxID, CloneNamespaces: clone}
+		return runner.SandboxConfig{UID: runner.DefaultSandboxID, GID: runner.DefaultSandboxID}
 	}
-	return runner.SandboxConfig{UID: os.Geteuid(), GID: os.Getegid(), CloneNamespaces: clone}
+	return runner.SandboxConfig{UID: os.Geteuid(), GID: os.Getegid()}
 }
 
-func TestSandboxEntersNamespacesItself(t *testing.T) {
-	// This test binary imports sandboxinit/nsenter (through runner), so
-	// its inits enter their namespaces themselves: no fork of the worker.
-	want := os.Getenv("KILN_TEST_CLONE_NAMESPACES") == ""
-	if got := newSandbox(t, sandboxConfig()).EntersNamespaces(); got != want {
-		t.Fatalf("EntersNamespaces() = %v, want %v", got, want)
-	}
-}
-
-func TestSandboxClonePath(t *testing.T) {
-	// The isolation tests again, with inits cloned into their namespaces.
-	if os.Getenv("KILN_TEST_CLONE_NAMESPACES") != "" {
-		t.Skip("already cloning")
-	}
-	tests := "^(TestSandboxEntersNamespacesItself|TestSandboxRunsUnprivileged|TestHermeticSeesOnlyItsInputRoot|TestSandboxHasNoNetwork|" +
-		"TestSandboxSeesOnlyItsOwnProcesses|TestSandboxTimeoutKillsTheWholeTree|TestSandboxCancellationKills|TestSandboxLeftoverProcessesDieWithTheAction)$"
-	cmd := exec.Command(os.Args[0], "-test.run="+tests, "-test.v")
-	cmd.Env = append(os.Environ(), "KILN_TEST_CLONE_NAMESPACES=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil || strings.Count(string(out), "--- PASS") < 8 {
-		t.Fatalf("clone path: %v\n%s", err, out)
-	}
-}
-
-func TestSandboxInitWithoutNsenter(t *testing.T) {
-	// An init binary that lacks nsenter is cloned into its namespaces
-	// (it refuses to run outside them), and actions still run.
+func TestSandboxInitWithoutC(t *testing.T) {
+	// A binary built without cgo has no init: the sandbox refuses it
+	// when it starts, saying why, and the binary refuses to act as one.
 	bin := filepath.Join(t.TempDir(), "plaininit")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/plaininit").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "./testdata/plaininit")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	// Run directly, outside any namespace, the init refuses to set up
-	// anything: it would be the host's mounts.
-	specR, specW, _ := os.Pipe()
-	reportR, reportW, _ := os.Pipe()
-	defer specW.Close()
-	defer reportR.Close()
-	direct := &exec.Cmd{Path: bin, Args: []string{"kiln-sandbox-init"}, ExtraFiles: []*os.File{specR, reportW}}
+	direct := exec.Command(bin)
+	direct.Args[0] = "kiln-sandbox-init"
 	out, err := direct.CombinedOutput()
-	specR.Close()
-	reportW.Close()
-	if code := direct.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(out), "not PID 1") {
-		t.Fatalf("init outside namespaces: exit %d, %v, %s", code, err, out)
+	if code := direct.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(out), "built without cgo") {
+		t.Fatalf("init without C: exit %d, %v, %s", code, err, out)
 	}
 	cfg := sandboxConfig()
 	cfg.Init = bin
-	s := newSandbox(t, cfg)
-	if s.EntersNamespaces() {
-		t.Fatal("an init without nsenter is said to enter its namespaces")
+	_, err = runner.NewSandbox(cfg)
+	if err == nil || !strings.Contains(err.Error(), "built with cgo") {
+		t.Fatalf("NewSandbox with an init built without cgo: %v", err)
 	}
-	req := setup(t)
-	// A PID namespace of its own: the shell gets a small pid.
-	res, pidOut, _ := sh(t, s, req, "echo $$")
-	if pid, err := strconv.Atoi(strings.TrimSpace(pidOut)); res.ExitCode != 0 || err != nil || pid > 20 {
-		t.Fatalf("exit %d, pid %q", res.ExitCode, pidOut)
+}
+
+func TestSandboxInitRefusesToRunOutsideItsNamespaces(t *testing.T) {
+	// Started as an init without the worker's environment, the C init
+	// stops before touching anything.
+	direct := exec.Command(os.Args[0])
+	direct.Args[0] = "kiln-sandbox-init"
+	direct.Env = []string{}
+	out, err := direct.CombinedOutput()
+	if code := direct.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(out), "KILN_NSENTER is not set") {
+		t.Fatalf("init without its environment: exit %d, %v, %s", code, err, out)
 	}
 }
 
