@@ -21,7 +21,7 @@ import (
 
 // manifestVersion changes whenever the manifest format or what Capture
 // puts in a tree changes, so that old cache files are ignored.
-const manifestVersion = 1
+const manifestVersion = 2
 
 // manifest is the cached form of a tree: enough to rebuild every Directory
 // without reading a file, plus what is needed to notice that the host
@@ -36,6 +36,7 @@ type manifest struct {
 	Dirs        []string       `json:"dirs"`
 	Files       []manifestFile `json:"files"`
 	Symlinks    []manifestLink `json:"symlinks"`
+	CopiedLinks []manifestLink `json:"copied_links"` // Tree.CopiedLinks; Target unused
 }
 
 type manifestFile struct {
@@ -128,10 +129,12 @@ func (c *Capturer) load(name, key string) *Tree {
 			return nil
 		}
 	}
-	for _, l := range m.Symlinks {
+	for _, l := range append(m.Symlinks, m.CopiedLinks...) {
 		if target, err := os.Readlink(l.Host); err != nil || target != l.HostTarget {
 			return nil
 		}
+	}
+	for _, l := range m.Symlinks {
 		if b.addSymlink(l.Path, l.Target) != nil {
 			return nil
 		}
@@ -146,6 +149,9 @@ func (c *Capturer) load(name, key string) *Tree {
 		return nil
 	}
 	t.Compiler, t.PathEnv, t.LibraryPath, t.FromCache = m.Compiler, m.PathEnv, m.LibraryPath, true
+	for _, l := range m.CopiedLinks {
+		t.CopiedLinks = append(t.CopiedLinks, Symlink{Path: l.Path, Target: l.HostTarget})
+	}
 	return t
 }
 
@@ -169,6 +175,13 @@ func (c *Capturer) store(name, key string, t *Tree) error {
 			return err
 		}
 		m.Symlinks = append(m.Symlinks, manifestLink{Path: l.Path, Target: l.Target, Host: host, HostTarget: target})
+	}
+	for _, l := range t.CopiedLinks {
+		host := filepath.Join(c.HostRoot, l.Path)
+		if target, err := os.Readlink(host); err != nil || target != l.Target {
+			return errors.New(host + " changed since it was followed")
+		}
+		m.CopiedLinks = append(m.CopiedLinks, manifestLink{Path: l.Path, Host: host, HostTarget: l.Target})
 	}
 	for _, d := range t.Directories {
 		m.Dirs = append(m.Dirs, d.Path)

@@ -56,7 +56,8 @@ func Capture(ctx context.Context, compilerPath string) (*Tree, error) {
 // without -gsplit-dwarf) in a hermetic sandbox whose root is the tree:
 //
 //   - the driver at compilerPath, and every symlink on the way to it
-//     (/usr/bin/gcc -> gcc-12);
+//     (/usr/bin/gcc -> gcc-12), which, like every symlink to a file, is a
+//     file in the tree: a copy of the file it leads to;
 //   - for gcc drivers, the programs the driver runs for a compile, found
 //     as the driver finds them: cc1 and cc1plus (-print-prog-name, its own
 //     directories), as and objcopy (-print-prog-name, then PATH; objcopy
@@ -64,10 +65,10 @@ func Capture(ctx context.Context, compilerPath string) (*Tree, error) {
 //     one (-print-file-name=specs); clang is one binary;
 //   - for every ELF program among them, its ELF interpreter (PT_INTERP)
 //     and the shared libraries ldd lists, transitively;
-//   - every directory and symlink that resolving these paths passes
-//     through, so each resolves inside the tree as on the host (on a
-//     merged-/usr system /lib64 -> usr/lib64 and /lib -> usr/lib are
-//     symlinks in the tree, the files are under usr/).
+//   - every directory and symlink to a directory that resolving these
+//     paths passes through, so each resolves inside the tree as on the
+//     host (on a merged-/usr system /lib64 -> usr/lib64 and /lib ->
+//     usr/lib are symlinks in the tree, the files are under usr/).
 //
 // Nothing else: no headers (the input is preprocessed), no linker, no
 // liblto_plugin.so (gcc 12's driver does not open it for -c; the chroot
@@ -337,8 +338,11 @@ func (c *Capturer) buildTree(ctx context.Context, r *resolver) (*Tree, error) {
 		return nil, err
 	}
 	b := newBuilder(c.Fn)
+	byPath := make(map[string]File, len(files))
 	for i, f := range files {
-		if err := b.addFile(File{Path: f.path[1:], HostPath: f.host, Digest: digests[i], Executable: f.info.Mode()&0o111 != 0}); err != nil {
+		file := File{Path: f.path[1:], HostPath: f.host, Digest: digests[i], Executable: f.info.Mode()&0o111 != 0}
+		byPath[f.path] = file
+		if err := b.addFile(file); err != nil {
 			return nil, err
 		}
 	}
@@ -347,7 +351,25 @@ func (c *Capturer) buildTree(ctx context.Context, r *resolver) (*Tree, error) {
 			return nil, err
 		}
 	}
+	var copied []Symlink
 	for _, l := range sortedKeys(r.symlinks) {
+		// A link that leads to a file of the tree becomes a copy of that
+		// file (a second hardlink on the worker): every symlink is an
+		// inode the worker creates and removes for each action, and on
+		// ext4 without a journal that costs 0.3-0.5 ms under load. Links
+		// to directories stay links.
+		phys, err := r.add(l)
+		if err != nil {
+			return nil, err
+		}
+		if f, ok := byPath[phys]; ok {
+			f.Path = l[1:]
+			if err := b.addFile(f); err != nil {
+				return nil, err
+			}
+			copied = append(copied, Symlink{Path: l[1:], Target: r.symlinks[l]})
+			continue
+		}
 		target, err := treeTarget(l, r.symlinks[l], r.add)
 		if err != nil {
 			return nil, err
@@ -356,7 +378,12 @@ func (c *Capturer) buildTree(ctx context.Context, r *resolver) (*Tree, error) {
 			return nil, err
 		}
 	}
-	return b.build()
+	t, err := b.build()
+	if err != nil {
+		return nil, err
+	}
+	t.CopiedLinks = copied
+	return t, nil
 }
 
 // hashFile returns the digest of the file at p.

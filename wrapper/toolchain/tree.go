@@ -82,6 +82,11 @@ type Tree struct {
 	Files []File
 	// Symlinks are all symbolic links, sorted by path.
 	Symlinks []Symlink
+	// CopiedLinks are the host's symlinks to files that the tree holds as
+	// copies of those files (see Capture), with their host targets: what
+	// a cache of the tree checks to notice that one was retargeted. Not
+	// part of the tree's content, and only set on captured trees.
+	CopiedLinks []Symlink
 	// TotalBytes is the size of all files.
 	TotalBytes int64
 	// FromCache tells whether LoadOrCapture read the tree from its cache
