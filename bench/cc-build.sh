@@ -6,7 +6,10 @@
 # SRCDIR is a source tree with ./configure and make (default: Debian's zlib source, fetched
 # with test/debsrc/fetch.sh, which needs root the first time). Environment: JOBS (make -j,
 # default 4), REPS (runs per figure, the median is shown; default 3), WORKERS (slots of the
-# server's in-process worker, default 2).
+# server's in-process worker, default 2), COLD=1 (only local and kiln cold, in alternation,
+# each with the CPU time the whole machine spent during it: steadier than wall time on a
+# machine whose speed drifts), DATA (the server's data directory, default in the scratch
+# directory).
 #
 # It builds kiln, starts `kiln server` (memory store, WORKERS local slots, loopback) and
 # reports the median of REPS runs of:
@@ -43,7 +46,7 @@ trap cleanup EXIT
 (cd "$root" && go build -o "$work/bin/" ./cmd/kiln ./cmd/kiln-core)
 kiln=$work/bin/kiln
 "$kiln" server --store memory --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-	--data "$work/data" --workers "$workers" >"$work/server.log" 2>&1 &
+	--data "${DATA:-$work/data}" --workers "$workers" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
 	addr=$(sed -n 's/.*kiln server started.* grpc=\([^ ]*\).*/\1/p' "$work/server.log")
@@ -71,6 +74,9 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[
 tree() { rm -rf "$work/$1"; cp -a "$src" "$work/$1"; echo "$work/$1"; }
 rebuild() { make clean >/dev/null 2>&1; make -j"$jobs"; }
 
+# busy: CPU seconds the whole machine has spent outside idle and iowait since boot.
+busy() { awk '/^cpu / {printf "%.2f\n", ($2 + $3 + $4 + $7 + $8) / 100}' /proc/stat; }
+
 declare -A fig
 measure() { # measure NAME CMD...: REPS runs of CMD, median into fig[NAME]
 	local name=$1 runs=() i
@@ -81,6 +87,26 @@ measure() { # measure NAME CMD...: REPS runs of CMD, median into fig[NAME]
 }
 
 echo "project $src, make -j$jobs, $reps runs each, server with $workers local worker slots" >&2
+if [ -n "${COLD:-}" ]; then
+	plain=$(tree plain)
+	(cd "$plain" && env CC=gcc ./configure >/dev/null)
+	k=$(tree kiln)
+	(cd "$k" && env CC="$kiln cc gcc" ./configure >/dev/null && KILN_INSTANCE=first rebuild >/dev/null)
+	lw=() lc=() cw=() cc=()
+	for ((i = 0; i < reps; i++)); do
+		b=$(busy)
+		lw+=("$(cd "$plain" && timed rebuild)")
+		lc+=("$(echo "$(busy) - $b" | bc -l)")
+		b=$(busy)
+		cw+=("$(cd "$k" && KILN_INSTANCE=cold-$RANDOM$RANDOM timed rebuild)")
+		cc+=("$(echo "$(busy) - $b" | bc -l)")
+		printf '  run %d: local %.2f s (%.1f CPU-s), kiln cold %.2f s (%.1f CPU-s)\n' "$i" "${lw[i]}" "${lc[i]}" "${cw[i]}" "${cc[i]}" >&2
+	done
+	l=$(median "${lw[@]}") c=$(median "${cw[@]}") lcpu=$(median "${lc[@]}") ccpu=$(median "${cc[@]}")
+	printf '\nmedians of %d: local %.2f s, %.1f CPU-s; kiln cold %.2f s = %.2fx, %.1f CPU-s = %.2fx\n' "$reps" \
+		"$l" "$lcpu" "$c" "$(echo "$c / $l" | bc -l)" "$ccpu" "$(echo "$ccpu / $lcpu" | bc -l)"
+	exit 0
+fi
 plain=$(tree plain)
 cd "$plain"
 measure configure-plain timed env CC=gcc ./configure

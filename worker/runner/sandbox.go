@@ -155,16 +155,16 @@ func socketPair() (ours, theirs *os.File, err error) {
 		unix.Close(fds[1])
 		return nil, nil, err
 	}
-	return os.NewFile(uintptr(fds[0]), "nsenter"), os.NewFile(uintptr(fds[1]), "nsenter-init"), nil
+	return os.NewFile(uintptr(fds[0]), "init-sync"), os.NewFile(uintptr(fds[1]), "init-sync-theirs"), nil
 }
 
-// nsenterTimeout bounds the wait for an init to unshare.
-const nsenterTimeout = 10 * time.Second
+// unshareTimeout bounds the wait for an init to unshare.
+const unshareTimeout = 10 * time.Second
 
 // mapIDs waits for the init at pid to unshare its namespaces, writes its
 // uid and gid maps as clone would, and lets it go on.
 func (s *Sandbox) mapIDs(sync *os.File, pid int) error {
-	sync.SetDeadline(time.Now().Add(nsenterTimeout))
+	sync.SetDeadline(time.Now().Add(unshareTimeout))
 	b := make([]byte, 1)
 	if n, err := sync.Read(b); n != 1 || b[0] != 'u' {
 		return fmt.Errorf("the init did not enter its namespaces (%v): is the init binary built with cgo, linking package sandboxinit?", err)
