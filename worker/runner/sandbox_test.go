@@ -155,6 +155,15 @@ func TestSandboxProgramLookup(t *testing.T) {
 				t.Fatalf("exit %d, %v, stdout %q", res.ExitCode, err, out)
 			}
 		})
+		t.Run("OverlongPathEntryIsSkipped", func(t *testing.T) {
+			r := req
+			r.Args, r.Env = []string{"mytool", "y"}, []string{"PATH=/" + strings.Repeat("x", 5000) + ":tools/bin"}
+			res, err := s.Run(context.Background(), r)
+			out, _ := os.ReadFile(r.StdoutPath)
+			if err != nil || string(out) != "mytool y\n" {
+				t.Fatalf("exit %d, %v, stdout %q", res.ExitCode, err, out)
+			}
+		})
 		t.Run("MissingProgram", func(t *testing.T) {
 			r := req
 			r.Args, r.Env = []string{"no-such-tool"}, []string{"PATH=/usr/bin"}

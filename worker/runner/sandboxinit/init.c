@@ -504,11 +504,12 @@ static int look_path(const struct kiln_spec *s, char *out) {
 		const char *end = strchr(d, ':');
 		size_t len = end ? (size_t)(end - d) : strlen(d);
 		char entry[PATH_MAX];
-		if (len >= sizeof entry) len = sizeof entry - 1;
-		memcpy(entry, d, len);
-		entry[len] = 0;
-		if (len == 0) strcpy(entry, ".");
-		if (join_rel(out, s->dir, entry, prog) == 0) {
+		if (len < sizeof entry) { // a longer entry names nothing that exists
+			memcpy(entry, d, len);
+			entry[len] = 0;
+			if (len == 0) strcpy(entry, ".");
+		}
+		if (len < sizeof entry && join_rel(out, s->dir, entry, prog) == 0) {
 			int r = check_executable(out);
 			if (r == EXEC_OK) return 0;
 			if (r != EXEC_NOT_FOUND) last = r;
