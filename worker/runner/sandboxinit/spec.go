@@ -168,9 +168,12 @@ func (s *Spec) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("sandbox spec: %d bytes, more than %d", n, specMax)
 	}
 	var flags uint32
-	for bit, on := range map[uint32]bool{flagProbe: s.Probe, flagHermetic: s.Hermetic, flagNetwork: s.Network, flagSetIDs: s.SetIDs} {
-		if on {
-			flags |= bit
+	for _, f := range []struct {
+		on  bool
+		bit uint32
+	}{{s.Probe, flagProbe}, {s.Hermetic, flagHermetic}, {s.Network, flagNetwork}, {s.SetIDs, flagSetIDs}} {
+		if f.on {
+			flags |= f.bit
 		}
 	}
 	if s.UID < 0 || s.GID < 0 || uint64(s.UID) > 1<<32-1 || uint64(s.GID) > 1<<32-1 {
