@@ -99,3 +99,11 @@ func cConstants() map[string]any {
 		"CodeInvalidArgument": uint32(C.KILN_CODE_INVALID_ARGUMENT), "CodeInternal": uint32(C.KILN_CODE_INTERNAL),
 	}
 }
+
+// cQuote is the init's quoting of s, which error messages use as Go's %q.
+func cQuote(s string) string {
+	cs := C.CString(s)
+	defer C.free(unsafe.Pointer(cs))
+	buf := make([]byte, 12*len(s)+16)
+	return C.GoString(C.kiln_quote(cs, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))))
+}

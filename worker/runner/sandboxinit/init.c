@@ -94,22 +94,80 @@ static void prefixf(const char *fmt, ...) {
 	err_msg[pl + ml] = 0;
 }
 
-// quote writes s into out as Go's %q would for printable ASCII; other
-// bytes are escaped as \xNN.
-static const char *quote(const char *s, char *out, size_t n) {
+// utf8_decode returns the length (1-4) of the valid UTF-8 sequence at s,
+// with its rune in *r, or 0 if there is none, as Go decides: no overlong
+// forms, no surrogates, nothing above U+10FFFF.
+static int utf8_decode(const unsigned char *s, uint32_t *r) {
+	unsigned char c = s[0];
+	int n;
+	uint32_t min;
+	if (c < 0x80) {
+		*r = c;
+		return 1;
+	} else if ((c & 0xe0) == 0xc0) {
+		n = 2, *r = c & 0x1f, min = 0x80;
+	} else if ((c & 0xf0) == 0xe0) {
+		n = 3, *r = c & 0x0f, min = 0x800;
+	} else if ((c & 0xf8) == 0xf0) {
+		n = 4, *r = c & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	for (int i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80) return 0; // a NUL stops here too
+		*r = *r << 6 | (s[i] & 0x3f);
+	}
+	if (*r < min || *r > 0x10ffff || (*r >= 0xd800 && *r <= 0xdfff)) return 0;
+	return n;
+}
+
+// printable is Go's strconv.IsPrint for ASCII, and beyond it a close
+// approximation without Unicode's tables: everything but the C1
+// controls, spaces other than U+0020, the format characters in common
+// use, private use and noncharacters (Go also escapes unassigned runes).
+static int printable(uint32_t r) {
+	if (r < 0x80) return r >= 0x20 && r < 0x7f;
+	if (r <= 0xa0 || r == 0xad || r == 0x1680 || r == 0x3000 || r == 0xfeff) return 0;
+	if ((r >= 0x2000 && r <= 0x200f) || (r >= 0x2028 && r <= 0x202f) || (r >= 0x205f && r <= 0x206f)) return 0;
+	if ((r >= 0xe000 && r <= 0xf8ff) || r >= 0xf0000 || (r >= 0xfff9 && r <= 0xfffb) || (r & 0xfffe) == 0xfffe) return 0;
+	return 1;
+}
+
+const char *kiln_quote(const char *str, char *out, size_t n) {
+	const unsigned char *s = (const unsigned char *)str;
 	size_t j = 0;
-	if (n < 8) return "";
+	if (n < 16) return "";
 	out[j++] = '"';
-	for (; *s && j + 6 < n; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			out[j++] = '\\';
-			out[j++] = (char)c;
-		} else if (c >= 0x20 && c < 0x7f) {
-			out[j++] = (char)c;
-		} else {
-			j += (size_t)snprintf(out + j, n - j, "\\x%02x", c);
+	while (*s && j + 12 < n) { // room for the longest escape and the closing quote
+		uint32_t r;
+		int len = utf8_decode(s, &r);
+		const char *esc = NULL;
+		switch (len ? r : 0x100) {
+		case '"': esc = "\\\""; break;
+		case '\\': esc = "\\\\"; break;
+		case '\a': esc = "\\a"; break;
+		case '\b': esc = "\\b"; break;
+		case '\f': esc = "\\f"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		case '\t': esc = "\\t"; break;
+		case '\v': esc = "\\v"; break;
 		}
+		if (esc) {
+			j += (size_t)snprintf(out + j, n - j, "%s", esc);
+		} else if (len == 0 || r < 0x80) {
+			if (len && printable(r))
+				out[j++] = (char)r;
+			else
+				j += (size_t)snprintf(out + j, n - j, "\\x%02x", *s);
+			len = 1;
+		} else if (printable(r)) {
+			memcpy(out + j, s, (size_t)len);
+			j += (size_t)len;
+		} else {
+			j += (size_t)snprintf(out + j, n - j, r < 0x10000 ? "\\u%04x" : "\\U%08x", r);
+		}
+		s += len;
 	}
 	out[j++] = '"';
 	out[j] = 0;
@@ -491,7 +549,7 @@ static int look_path(const struct kiln_spec *s, char *out) {
 	if (strchr(prog, '/')) {
 		int n = prog[0] == '/' ? snprintf(out, PATH_MAX, "%s", prog) : snprintf(out, PATH_MAX, "%s/%s", s->dir, prog);
 		int r = n < 0 || n >= PATH_MAX ? EXEC_NOT_FOUND : check_executable(out);
-		if (r != EXEC_OK) return failf(KILN_CODE_INVALID_ARGUMENT, "program %s %s", quote(prog, q, sizeof q), exec_problem[r]);
+		if (r != EXEC_OK) return failf(KILN_CODE_INVALID_ARGUMENT, "program %s %s", kiln_quote(prog, q, sizeof q), exec_problem[r]);
 		return 0;
 	}
 	const char *search = KILN_DEFAULT_PATH;
@@ -523,8 +581,8 @@ static int look_path(const struct kiln_spec *s, char *out) {
 	else
 		snprintf(where, sizeof where, "the default PATH %s (the command sets no PATH)", KILN_DEFAULT_PATH);
 	if (last != EXEC_OK)
-		return failf(KILN_CODE_INVALID_ARGUMENT, "program %s found in %s, but %s", quote(prog, q, sizeof q), where, exec_problem[last]);
-	return failf(KILN_CODE_INVALID_ARGUMENT, "program %s not found in %s", quote(prog, q, sizeof q), where);
+		return failf(KILN_CODE_INVALID_ARGUMENT, "program %s found in %s, but %s", kiln_quote(prog, q, sizeof q), where, exec_problem[last]);
+	return failf(KILN_CODE_INVALID_ARGUMENT, "program %s not found in %s", kiln_quote(prog, q, sizeof q), where);
 }
 
 // run_command starts the command and, as PID 1, reaps every process that
@@ -558,9 +616,9 @@ static int run_command(const struct kiln_spec *s, const char *prog, struct kiln_
 		}
 		if (e == EACCES || e == ENOEXEC || e == ENOENT) {
 			// ENOENT here is a missing interpreter or ELF loader.
-			return failf(KILN_CODE_INVALID_ARGUMENT, "program %s cannot be executed: %s", quote(s->args[0], q, sizeof q), errstr(e));
+			return failf(KILN_CODE_INVALID_ARGUMENT, "program %s cannot be executed: %s", kiln_quote(s->args[0], q, sizeof q), errstr(e));
 		}
-		return failf(KILN_CODE_INTERNAL, "start %s: %s", quote(s->args[0], q, sizeof q), errstr(e));
+		return failf(KILN_CODE_INTERNAL, "start %s: %s", kiln_quote(s->args[0], q, sizeof q), errstr(e));
 	}
 	for (;;) {
 		int st;

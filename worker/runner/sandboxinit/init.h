@@ -44,6 +44,9 @@ struct kiln_report {
 /* kiln_parse_spec parses a spec; -1 if it is malformed. */
 int kiln_parse_spec(const unsigned char *data, size_t n, struct kiln_spec *s);
 void kiln_free_spec(struct kiln_spec *s);
+/* kiln_quote writes str into out (n bytes) as Go's %q would (see init.c for
+   where it can differ), cut short if out is too small. */
+const char *kiln_quote(const char *str, char *out, size_t n);
 /* kiln_encode_report encodes r into buf; 0 if it does not fit. */
 size_t kiln_encode_report(const struct kiln_report *r, unsigned char *buf, size_t n);
 

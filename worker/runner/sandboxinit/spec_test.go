@@ -3,8 +3,11 @@ package sandboxinit
 import (
 	"bytes"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -144,6 +147,41 @@ func FuzzUnmarshalReport(f *testing.F) {
 		}
 		if again := cEncodeReport(r, sig); !bytes.Equal(again, data) {
 			t.Fatalf("decoded %+v, which the init encodes as %x, from %x", r, again, data)
+		}
+	})
+}
+
+func TestQuoteMatchesGo(t *testing.T) {
+	// The init's error messages quote names as LookPath's %q does.
+	for _, s := range []string{
+		"", "gcc", "/usr/bin/x86_64-linux-gnu-gcc-12", `say "hi"`, `C:\path`, "a b\tc\nd\re\a\b\f\v",
+		"\x01\x1f\x7f", "caf\xc3\xa9", "中文", "😀", "\xff", "\xc3", "\xc3(", "\xe2\x82", "\xed\xa0\x80",
+		"\xf4\x90\x80\x80", "\xc0\xaf", "\u0085", "\u00a0", "\u00ad", "\u200b", "\u2028", "\ufeff", "\ue000",
+		"\U000f0000", "\ufffe", "x\u0301", "Ωμέγα",
+	} {
+		if got, want := cQuote(s), strconv.Quote(s); got != want {
+			t.Errorf("C quotes %q as %s", s, got)
+		}
+	}
+}
+
+// FuzzQuote: C and Go agree on every string whose runes are ASCII or
+// invalid bytes (beyond ASCII, C approximates Unicode's tables).
+func FuzzQuote(f *testing.F) {
+	f.Add("a\"b\\c\n\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return
+		}
+		for i, w := 0, 0; i < len(s); i += w {
+			var r rune
+			r, w = utf8.DecodeRuneInString(s[i:])
+			if r >= utf8.RuneSelf && r != utf8.RuneError {
+				return
+			}
+		}
+		if got, want := cQuote(s), strconv.Quote(s); got != want {
+			t.Fatalf("C quotes %q as %s", s, got)
 		}
 	})
 }
