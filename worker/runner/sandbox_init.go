@@ -11,9 +11,8 @@ import (
 // here.
 type (
 	// Limits bound what one action may use; see sandboxinit.Limits.
-	Limits     = sandboxinit.Limits
-	initSpec   = sandboxinit.Spec
-	initReport = sandboxinit.Report
+	Limits   = sandboxinit.Limits
+	initSpec = sandboxinit.Spec
 )
 
 const initArg0 = sandboxinit.Arg0

@@ -13,7 +13,7 @@ import (
 // exactly as the original command would have:
 //
 //   - every argument is kept in order except -c, -S and -o;
-//   - -E and "-o preprocessedPath" are appended;
+//   - -E and "-o preprocessedPath" are appended ("-" is stdout);
 //   - with -MD or -MMD but no -MF, "-MF DepFile" is appended: under -E,
 //     gcc would name the .d after preprocessedPath instead;
 //   - with -MD or -MMD, an explicit -o and no -MT or -MQ, "-MQ output" is

@@ -5,11 +5,12 @@ package sandboxinit
 // The init is C (init.c), run by a constructor before the Go runtime
 // starts, as runc's nsenter is, in the process that the worker starts with
 // vfork and exec under the argv[0] Arg0, with descriptors 0-2 the action's
-// stdin, stdout and stderr, 3 the spec, 4 the report and 5 SyncFD:
+// stdin, stdout and stderr, 3 the spec, 4 the report and 5 a socket to the
+// worker:
 //
 //  1. It unshares the namespaces named in hex by Env (one thread still,
-//     as unshare(CLONE_NEWUSER) requires), tells the worker on SyncFD and
-//     waits for its uid and gid maps.
+//     as unshare(CLONE_NEWUSER) requires), tells the worker on fd 5 ('u')
+//     and waits for it to write the uid and gid maps ('m').
 //  2. It forks PID 1 of the new PID namespace, and stays as its parent: on
 //     SIGTERM, which is how the worker stops an action, it kills PID 1 and
 //     exits once the namespace is empty.

@@ -124,11 +124,6 @@ const (
 	Env  = "KILN_NSENTER"
 )
 
-// SyncFD is the descriptor of the socket on which the init tells the
-// worker it unshared ('u') and the worker answers that the uid and gid
-// maps are written ('m').
-const SyncFD = 5
-
 // MaybeRun is for main's first line. In a binary with the C init, a
 // process started as an init never gets this far: the C constructor ran
 // the init and exited. So here one is a binary built without cgo, which
